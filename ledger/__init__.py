@@ -1,0 +1,1 @@
+"""The admission ledger: exactly-once admission for at-least-once event streams."""

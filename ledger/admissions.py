@@ -1,0 +1,105 @@
+"""Validating incoming admissions and computing their identity and payload hash."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import msgspec
+
+from ledger.errors import InvalidAdmission, PayloadTooLarge
+from ledger.jcs import CanonicalizationError, canonicalize, sha256_hex
+
+NAME_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+MAX_BATCH = 1000
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+
+Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
+EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+
+
+class SourceIn(msgspec.Struct, forbid_unknown_fields=True):
+    partition: str
+    offset: Annotated[int, msgspec.Meta(ge=0)]
+
+
+class AdmissionIn(msgspec.Struct, forbid_unknown_fields=True):
+    event_type: Name
+    event_id: EventId
+    payload: dict[str, Any]
+    source: SourceIn | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    window_id: str
+    event_type: str
+    event_id: str
+    payload: dict[str, Any]
+    source: dict[str, Any] | None
+    identity: str
+    payload_hash: str
+
+
+def check_window_id(window_id: str) -> str:
+    try:
+        msgspec.convert(window_id, Name)
+    except msgspec.ValidationError:
+        raise InvalidAdmission(
+            f"window_id {window_id[:140]!r} must match [A-Za-z0-9._:-]{{1,128}}"
+        ) from None
+    return window_id
+
+
+def identity_of(window_id: str, event_type: str, event_id: str) -> str:
+    return sha256_hex(canonicalize([window_id, event_type, event_id]))
+
+
+def prepare(
+    window_id: str,
+    items: Sequence[AdmissionIn],
+    *,
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+) -> list[Admission]:
+    """Validate a whole batch (it is taken whole or refused whole) and hash each item once."""
+    check_window_id(window_id)
+    if not 1 <= len(items) <= MAX_BATCH:
+        raise InvalidAdmission(f"a batch holds 1 to {MAX_BATCH} events, not {len(items)}")
+    prepared = []
+    for index, item in enumerate(items):
+        try:
+            canonical = canonicalize(item.payload)
+        except CanonicalizationError as exc:
+            raise InvalidAdmission(f"events[{index}].payload: {exc}") from None
+        if len(canonical) > max_payload_bytes:
+            raise PayloadTooLarge(
+                f"events[{index}].payload is {len(canonical)} bytes in canonical form; "
+                f"the limit is {max_payload_bytes}"
+            )
+        source = None
+        if item.source is not None:
+            source = {"partition": item.source.partition, "offset": item.source.offset}
+        prepared.append(
+            Admission(
+                window_id=window_id,
+                event_type=item.event_type,
+                event_id=item.event_id,
+                payload=item.payload,
+                source=source,
+                identity=identity_of(window_id, item.event_type, item.event_id),
+                payload_hash=sha256_hex(canonical),
+            )
+        )
+    return prepared
+
+
+_line_decoder = msgspec.json.Decoder(AdmissionIn)
+
+
+def parse_line(line: bytes | str) -> AdmissionIn:
+    """One admission object from a JSON line (the CLI's input format)."""
+    try:
+        return _line_decoder.decode(line)
+    except msgspec.DecodeError as exc:
+        raise InvalidAdmission(str(exc)) from None

@@ -1,0 +1,472 @@
+"""The ledger's application service: admit, close, reconcile, and the write side's reads.
+
+Sync, like eventsourcing: callers in an event loop run it in a thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError, StoredEvent, Transcoder
+from eventsourcing.utils import resolve_topic
+
+from ledger.admissions import Admission
+from ledger.domain import (
+    GENESIS_DIGEST,
+    META_KEYS,
+    Window,
+    chain_digest,
+    format_recorded_at,
+    window_uuid,
+)
+from ledger.errors import Contention, WindowClosed, WindowNotFound
+from ledger.infrastructure.recorders import IdentityIndex, IndexChange
+from ledger.infrastructure.transcoder import JSONStateTranscoder
+from ledger.publishing import (
+    EmbeddedPublisher,
+    OutgoingMessage,
+    Published,
+    Publisher,
+    PublishOutcome,
+)
+from ledger.verdicts import Action, IdentityState, Known, Verdict, classify
+
+MAX_ATTEMPTS = 20
+HISTORY_PAGE = 1000
+_LOCK_STRIPES = 64
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionResult:
+    event_type: str
+    event_id: str
+    identity: str
+    payload_hash: str
+    verdict: Verdict
+    offset: int | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "event_type": self.event_type,
+            "event_id": self.event_id,
+            "identity": self.identity,
+            "payload_hash": self.payload_hash,
+            "verdict": self.verdict.value,
+            "offset": self.offset,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    ok: bool
+    events: int
+    head: str
+    first_bad_version: int | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "events": self.events,
+            "head": self.head,
+            "first_bad_version": self.first_bad_version,
+        }
+
+
+@lru_cache(maxsize=64)
+def _type_name(topic: str) -> str:
+    return str(resolve_topic(topic).__name__)
+
+
+class Ledger(Application[UUID]):
+    name = "ledger"
+
+    def __init__(self, env: dict[str, str], publisher: Publisher | None = None) -> None:
+        super().__init__(env)
+        self.publisher: Publisher = publisher or EmbeddedPublisher()
+        self.index: IdentityIndex = self.recorder  # type: ignore[assignment]
+        # One writer per window in this process; other processes are caught by version
+        # conflicts. Striped, so memory stays bounded however many windows there are.
+        self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
+
+    def construct_transcoder(self) -> Transcoder:
+        return JSONStateTranscoder()
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _lock(self, window_id: str) -> threading.Lock:
+        return self._locks[hash(window_id) % _LOCK_STRIPES]
+
+    def _find(self, window_id: str) -> Window | None:
+        try:
+            window: Window = self.repository.get(window_uuid(window_id))
+        except AggregateNotFoundError:
+            return None
+        return window
+
+    def _evict(self, window_id: str) -> None:
+        # The cache hands out the object itself (no deep copy): a failed command must not
+        # leave its rejected events in it.
+        if self.repository.cache is not None:
+            with contextlib.suppress(KeyError):
+                self.repository.cache.get(window_uuid(window_id), evict=True)
+
+    def _run(self, window_id: str, command: Any) -> Any:
+        """Run a command under the window's lock; re-run it whole on a version conflict."""
+        with self._lock(window_id):
+            for _ in range(MAX_ATTEMPTS):
+                try:
+                    return command()
+                except IntegrityError:
+                    self._evict(window_id)
+                except BaseException:
+                    self._evict(window_id)
+                    raise
+            raise Contention(
+                f"window {window_id!r} kept changing under this command; nothing was recorded"
+            )
+
+    def get_window(self, window_id: str) -> Window:
+        window = self._find(window_id)
+        if window is None:
+            raise WindowNotFound(f"no window {window_id!r}")
+        return window
+
+    # --- commands -----------------------------------------------------------------------
+
+    def admit(self, window_id: str, admissions: Sequence[Admission]) -> list[AdmissionResult]:
+        """Judge a whole batch in order and record it in one transaction (contract s.3)."""
+        return list(self._run(window_id, lambda: self._admit_once(window_id, admissions)))
+
+    def _admit_once(self, window_id: str, admissions: Sequence[Admission]) -> list[AdmissionResult]:
+        window = self._find(window_id)
+        known = self.index.lookup_identities(window_id, (a.identity for a in admissions))
+
+        if window is not None and window.is_closed:
+            return self._judge_closed(window_id, admissions, known)
+
+        # Plan: the first arrival of each identity that needs the bus is published, in order.
+        to_publish: dict[str, Admission] = {}
+        for a in admissions:
+            if classify(known.get(a.identity), a.payload_hash) is Action.PUBLISH:
+                to_publish.setdefault(a.identity, a)
+        next_sequence = (window.admitted if window is not None else 0) + 1
+        outcomes = dict(
+            zip(
+                to_publish,
+                self.publisher.publish(
+                    window_id,
+                    [
+                        OutgoingMessage(
+                            window_id,
+                            a.identity,
+                            a.event_type,
+                            a.event_id,
+                            a.payload,
+                            a.payload_hash,
+                        )
+                        for a in to_publish.values()
+                    ],
+                    next_sequence,
+                ),
+                strict=True,
+            )
+        )
+
+        # Record: walk the batch in order; a repeat is judged against the earlier item.
+        if window is None:
+            window = Window.open(window_id)
+        changes: dict[str, IndexChange] = {}
+        results = []
+        for a in admissions:
+            verdict, offset, now = self._apply(window, a, known.get(a.identity), outcomes)
+            if now is not None:
+                known[a.identity] = now
+                changes[a.identity] = IndexChange(
+                    window_id, a.identity, now.payload_hash, now.state, now.offset
+                )
+            results.append(
+                AdmissionResult(
+                    a.event_type, a.event_id, a.identity, a.payload_hash, verdict, offset
+                )
+            )
+        self.save(window, index_changes=list(changes.values()))
+        return results
+
+    @staticmethod
+    def _apply(
+        window: Window,
+        a: Admission,
+        before: Known | None,
+        outcomes: dict[str, PublishOutcome],
+    ) -> tuple[Verdict, int | None, Known | None]:
+        """Record what one arrival means; return its verdict, offset and the new known state."""
+        action = classify(before, a.payload_hash)
+        if action is Action.ABSORB:
+            assert before is not None and before.offset is not None
+            window.absorb_duplicate(
+                identity=a.identity,
+                payload_hash=a.payload_hash,
+                offset=before.offset,
+                source=a.source,
+            )
+            return Verdict.DUPLICATE, before.offset, None
+        if action is Action.QUARANTINE:
+            assert before is not None
+            window.quarantine(
+                identity=a.identity,
+                event_type=a.event_type,
+                event_id=a.event_id,
+                original_hash=before.payload_hash,
+                received_hash=a.payload_hash,
+                received_payload=a.payload,
+                source=a.source,
+            )
+            return Verdict.QUARANTINED, None, None
+        # Each identity's outcome is used once: a same-hash repeat later in the batch finds the
+        # identity ADMITTED (a duplicate) or still UNKNOWN (nothing new).
+        outcome = outcomes.pop(a.identity, None)
+        if outcome is None:
+            return Verdict.PUBLISH_UNKNOWN, None, None
+        was_unknown = before is not None and before.state is IdentityState.UNKNOWN
+        if isinstance(outcome, Published):
+            if was_unknown:
+                window.reconcile(identity=a.identity, offset=outcome.offset)
+            else:
+                window.admit(
+                    identity=a.identity,
+                    event_type=a.event_type,
+                    event_id=a.event_id,
+                    payload=a.payload,
+                    payload_hash=a.payload_hash,
+                    offset=outcome.offset,
+                    source=a.source,
+                )
+            admitted = Known(IdentityState.ADMITTED, a.payload_hash, outcome.offset)
+            return Verdict.ADMITTED, outcome.offset, admitted
+        if was_unknown:
+            return Verdict.PUBLISH_UNKNOWN, None, None
+        window.record_publish_unknown(
+            identity=a.identity,
+            event_type=a.event_type,
+            event_id=a.event_id,
+            payload=a.payload,
+            payload_hash=a.payload_hash,
+            reason=outcome.reason,
+            source=a.source,
+        )
+        return Verdict.PUBLISH_UNKNOWN, None, Known(IdentityState.UNKNOWN, a.payload_hash)
+
+    def _judge_closed(
+        self, window_id: str, admissions: Sequence[Admission], known: dict[str, Known]
+    ) -> list[AdmissionResult]:
+        """After close only exact duplicates are answered, and nothing is recorded."""
+        results = []
+        for a in admissions:
+            k = known.get(a.identity)
+            if (
+                k is None
+                or k.state is not IdentityState.ADMITTED
+                or k.payload_hash != a.payload_hash
+            ):
+                raise WindowClosed(
+                    f"window {window_id!r} is closed; only exact duplicates are answered "
+                    f"({a.event_type}/{a.event_id} is not one)"
+                )
+            results.append(
+                AdmissionResult(
+                    a.event_type,
+                    a.event_id,
+                    a.identity,
+                    a.payload_hash,
+                    Verdict.DUPLICATE,
+                    k.offset,
+                )
+            )
+        return results
+
+    def close_window(self, window_id: str) -> dict[str, Any]:
+        """Close the window (refused while anything is UNKNOWN); closing again records nothing."""
+
+        def command() -> dict[str, Any]:
+            window = self.get_window(window_id)
+            if not window.is_closed:
+                if window.pending:  # refuse before paying for the chain check
+                    window.close()
+                check = self.verify(window_id)
+                intact = check.ok and check.head == window.chain_head
+                window.close(chain_verified=intact, first_bad_version=check.first_bad_version)
+                self.save(window)
+            return self.receipt(window_id)
+
+        result: dict[str, Any] = self._run(window_id, command)
+        return result
+
+    def reconcile(self, window_id: str) -> dict[str, list[str]]:
+        """Re-publish each UNKNOWN identity with its message id; record what the bus answers."""
+
+        def command() -> dict[str, list[str]]:
+            window = self.get_window(window_id)
+            pending = list(window.pending)
+            if not pending or window.is_closed:
+                return {"reconciled": [], "still_unknown": pending}
+            unknowns = [self._publish_unknown_event(window, i) for i in pending]
+            outcomes = self.publisher.publish(
+                window_id,
+                [
+                    OutgoingMessage(
+                        window_id,
+                        e["identity"],
+                        e["event_type"],
+                        e["event_id"],
+                        e["payload"],
+                        e["payload_hash"],
+                    )
+                    for e in unknowns
+                ],
+                window.admitted + 1,
+            )
+            reconciled, still_unknown, changes = [], [], []
+            for e, outcome in zip(unknowns, outcomes, strict=True):
+                if isinstance(outcome, Published):
+                    window.reconcile(identity=e["identity"], offset=outcome.offset)
+                    reconciled.append(e["identity"])
+                    changes.append(
+                        IndexChange(
+                            window_id,
+                            e["identity"],
+                            e["payload_hash"],
+                            IdentityState.ADMITTED,
+                            outcome.offset,
+                        )
+                    )
+                else:
+                    still_unknown.append(e["identity"])
+            if changes:
+                self.save(window, index_changes=changes)
+            return {"reconciled": reconciled, "still_unknown": still_unknown}
+
+        result: dict[str, list[str]] = self._run(window_id, command)
+        return result
+
+    def _publish_unknown_event(self, window: Window, identity: str) -> dict[str, Any]:
+        version = window.pending[identity]
+        (stored,) = self.recorder.select_events(window.id, gt=version - 1, lte=version)
+        return self._fields(stored)
+
+    # --- reads of the write side --------------------------------------------------------
+
+    def _state(self, stored: StoredEvent) -> dict[str, Any]:
+        state: dict[str, Any] = self.mapper.transcoder.decode(stored.state)
+        return state
+
+    def _fields(self, stored: StoredEvent) -> dict[str, Any]:
+        state = self._state(stored)
+        return {k: v for k, v in state.items() if k not in META_KEYS}
+
+    def _stored_events(self, window_id: str, after: int = 0) -> Iterator[StoredEvent]:
+        """The window's stored events in version order, a page at a time (bounded memory)."""
+        uuid = window_uuid(window_id)
+        while True:
+            page = self.recorder.select_events(uuid, gt=after, limit=HISTORY_PAGE)
+            yield from page
+            if len(page) < HISTORY_PAGE:
+                return
+            after = page[-1].originator_version
+
+    def history(
+        self, window_id: str, *, after: int = 0, limit: int = HISTORY_PAGE
+    ) -> list[dict[str, Any]]:
+        """The window's events as stored: what a reviewer needs to recompute the chain."""
+        stored_events = self.recorder.select_events(window_uuid(window_id), gt=after, limit=limit)
+        if not stored_events and after == 0:
+            raise WindowNotFound(f"no window {window_id!r}")
+        return [self._history_item(s) for s in stored_events]
+
+    def iter_history(self, window_id: str) -> Iterator[dict[str, Any]]:
+        found = False
+        for stored in self._stored_events(window_id):
+            found = True
+            yield self._history_item(stored)
+        if not found:
+            raise WindowNotFound(f"no window {window_id!r}")
+
+    def _history_item(self, stored: StoredEvent) -> dict[str, Any]:
+        state = self._state(stored)
+        return {
+            "version": stored.originator_version,
+            "type": _type_name(stored.topic),
+            "recorded_at": format_recorded_at(state["timestamp"]),
+            "fields": {k: v for k, v in state.items() if k not in META_KEYS},
+            "prev_digest": state["prev_digest"],
+            "digest": state["digest"],
+        }
+
+    def verify(self, window_id: str) -> Verification:
+        """Recompute the hash chain from the stored events; report the first bad version."""
+        head = GENESIS_DIGEST
+        count = 0
+        first_bad: int | None = None
+        for stored in self._stored_events(window_id):
+            count += 1
+            version = stored.originator_version
+            try:
+                item = self._history_item(stored)
+                recomputed = chain_digest(
+                    head, version, item["type"], item["recorded_at"], item["fields"]
+                )
+                intact = (
+                    version == count
+                    and item["prev_digest"] == head
+                    and item["digest"] == recomputed
+                )
+            except Exception:  # undecodable state is tampering too
+                intact, recomputed = False, head
+            if not intact and first_bad is None:
+                first_bad = version
+            head = recomputed
+        if count == 0:
+            raise WindowNotFound(f"no window {window_id!r}")
+        return Verification(first_bad is None, count, head, first_bad)
+
+    def receipt(self, window_id: str) -> dict[str, Any]:
+        window = self.get_window(window_id)
+        return {
+            "window_id": window_id,
+            "status": window.status,
+            "gate": self.gate(window_id, window)["status"],
+            "counts": window.counts(),
+            "bus_offsets": window.bus_offset_range(),
+            "source_offsets": window.source_offset_ranges(),
+            "opened_at": window.opened_at,
+            "closed_at": window.closed_at,
+            "events": window.version,
+            "chain_head": window.chain_head,
+        }
+
+    def gate(self, window_id: str, window: Window | None = None) -> dict[str, Any]:
+        """The gate as the write side sees it: the chain is recomputed for a closed window."""
+        window = window or self.get_window(window_id)
+        reasons: list[str] = []
+        if not window.is_closed:
+            if window.pending:
+                status = "BLOCKED"
+                reasons.append(f"{len(window.pending)} identities have an unknown publish outcome")
+            else:
+                status = "OPEN"
+                reasons.append("window is not closed")
+            return {"window_id": window_id, "status": status, "reasons": reasons}
+        verification = self.verify(window_id)
+        if not verification.ok:
+            reasons.append(f"hash chain broken at version {verification.first_bad_version}")
+        return {
+            "window_id": window_id,
+            "status": "FAIL" if reasons else "PASS",
+            "reasons": reasons,
+        }

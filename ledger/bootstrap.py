@@ -1,0 +1,89 @@
+"""The composition root of the ledger: write side, read side and publisher from settings.
+
+The HTTP app and the command line both build their parts here; nothing connects at import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ledger.application import Ledger
+from ledger.errors import WindowNotFound
+from ledger.publishing import EmbeddedPublisher, Publisher
+from ledger.settings import Settings, SettingsError
+from projections.migrate import ensure_schema
+from projections.queries import ReadModels
+from projections.runner import ProjectionRunner
+from projections.store import ReadStore, create_read_store
+
+CLOSE_WAIT_SECONDS = 10.0
+
+
+def build_publisher(settings: Settings) -> Publisher:
+    if settings.publisher == "embedded":
+        return EmbeddedPublisher()
+    raise SettingsError(
+        f"LEDGER_PUBLISHER={settings.publisher!r} is not supported; use 'embedded'"
+    )
+
+
+def build_ledger(settings: Settings, publisher: Publisher | None = None) -> Ledger:
+    return Ledger(settings.eventsourcing_env(), publisher or build_publisher(settings))
+
+
+@dataclass
+class Services:
+    """The write side, the read side and the runner between them."""
+
+    settings: Settings
+    ledger: Ledger
+    store: ReadStore
+    runner: ProjectionRunner
+    read: ReadModels
+    following: bool = False
+
+    def start_following(self) -> None:
+        self.runner.start()
+        self.following = True
+
+    def catch_up(self) -> None:
+        """Bring the read side up to the log's head (used where no runner follows)."""
+        if self.following:
+            self.runner.wait_for(self.runner.head(), CLOSE_WAIT_SECONDS)
+        else:
+            self.runner.run_until_caught_up()
+
+    def close_window(self, window_id: str) -> dict[str, Any]:
+        """Close, then wait (bounded) for the read side, so the gate reads PASS right after."""
+        self.ledger.close_window(window_id)
+        self.catch_up()
+        return self.receipt(window_id)
+
+    def receipt(self, window_id: str) -> dict[str, Any]:
+        receipt = self.read.receipt(window_id)
+        if receipt is None:
+            raise WindowNotFound(f"no window {window_id!r}")
+        return receipt
+
+    def gate(self, window_id: str) -> dict[str, Any]:
+        gate = self.read.gate(window_id)
+        if gate is None:
+            raise WindowNotFound(f"no window {window_id!r}")
+        return gate
+
+    def close(self) -> None:
+        if self.following:
+            self.runner.stop()
+        self.ledger.close()
+        self.ledger.publisher.close()
+        self.store.dispose()
+
+
+def build_services(settings: Settings, publisher: Publisher | None = None) -> Services:
+    store = create_read_store(settings)
+    # The embedded default migrates itself; a shared PostgreSQL is migrated on purpose.
+    ensure_schema(store, upgrade=settings.is_sqlite)
+    ledger = build_ledger(settings, publisher)
+    runner = ProjectionRunner(ledger.recorder, ledger.mapper.transcoder, store)
+    return Services(settings, ledger, store, runner, ReadModels(store))

@@ -1,0 +1,386 @@
+"""The run-window aggregate and its append-only events.
+
+Imports only the standard library and `eventsourcing.domain` (plus the stdlib-only JCS module).
+The window's state is small and fixed in size whatever the number of admissions: counters, the
+pending-unknown identities, offset ranges, the chain head. The identity index lives outside, in
+a table written in the same transaction as the events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+
+from ledger.errors import PublishUnknownPending, WindowClosed
+from ledger.jcs import canonicalize, sha256_hex
+
+GENESIS_DIGEST = "0" * 64
+_WINDOW_NAMESPACE = uuid5(NAMESPACE_URL, "urn:admission-ledger:window")
+
+# Event attributes that are bookkeeping, not the event's own data ("fields" in the contract).
+META_KEYS = frozenset(
+    {
+        "originator_id",
+        "originator_version",
+        "timestamp",
+        "prev_digest",
+        "digest",
+        "originator_topic",
+        "class_version",
+    }
+)
+
+
+def window_uuid(window_id: str) -> UUID:
+    """Aggregate id of a window: deterministic, so every process finds the same aggregate."""
+    return uuid5(_WINDOW_NAMESPACE, window_id)
+
+
+def format_recorded_at(timestamp: datetime) -> str:
+    return timestamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def chain_digest(
+    prev_digest: str, version: int, type_name: str, recorded_at: str, fields: dict[str, Any]
+) -> str:
+    """digest = sha256(prev_digest + JCS({version, type, recorded_at, fields})) (contract s.2)."""
+    body = canonicalize(
+        {"version": version, "type": type_name, "recorded_at": recorded_at, "fields": fields}
+    )
+    return sha256_hex(prev_digest.encode("ascii") + body)
+
+
+def _own_fields(event_class: type[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    own: dict[str, Any] = {}
+    for field in dataclasses.fields(event_class):
+        if field.name in META_KEYS:
+            continue
+        if field.name in kwargs:
+            own[field.name] = kwargs[field.name]
+        elif field.default is not dataclasses.MISSING:
+            own[field.name] = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            own[field.name] = field.default_factory()
+    return own
+
+
+def _bounds(current: list[int] | None, value: int) -> list[int]:
+    if current is None:
+        return [value, value]
+    return [min(current[0], value), max(current[1], value)]
+
+
+class Window(Aggregate):
+    """One run window. OPEN until closed; a CLOSED window never reopens."""
+
+    class Event(Aggregate.Event):
+        prev_digest: str
+        digest: str
+
+        def mutate(self, aggregate: Any) -> Any:
+            # Every event moves the chain head, so a replayed window has it too.
+            window = super().mutate(aggregate)
+            assert window is not None
+            window.chain_head = self.digest
+            return window
+
+    class WindowOpened(Event, Aggregate.Created):
+        window_id: str
+
+    class EventAdmitted(Event):
+        identity: str
+        event_type: str
+        event_id: str
+        payload: dict[str, Any]
+        payload_hash: str
+        offset: int
+        source: dict[str, Any] | None
+
+        def apply(self, window: Window) -> None:
+            window.admitted += 1
+            window._note_offset(self.offset)
+            window._note_source(self.source)
+
+    class DuplicateAbsorbed(Event):
+        """Version 2 adds `source`: where the producer read the repeat, for audit."""
+
+        identity: str
+        payload_hash: str
+        offset: int
+        source: dict[str, Any] | None = None
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            # Only the object is upcast: history and verify read the stored v1 state, so the
+            # digests recorded over v1 fields still verify.
+            state["source"] = None
+
+        def apply(self, window: Window) -> None:
+            window.duplicates += 1
+
+    class MismatchQuarantined(Event):
+        identity: str
+        event_type: str
+        event_id: str
+        original_hash: str
+        received_hash: str
+        received_payload: dict[str, Any]
+        source: dict[str, Any] | None
+
+        def apply(self, window: Window) -> None:
+            window.quarantined += 1
+
+    class PublishUnknown(Event):
+        identity: str
+        event_type: str
+        event_id: str
+        payload: dict[str, Any]
+        payload_hash: str
+        reason: str
+        source: dict[str, Any] | None
+
+        def apply(self, window: Window) -> None:
+            window.publish_unknown += 1
+            window.pending[self.identity] = self.originator_version
+            window._note_source(self.source)
+
+    class PublishReconciled(Event):
+        identity: str
+        outcome: str  # "published" or "not_published"
+        offset: int | None
+
+        def apply(self, window: Window) -> None:
+            window.reconciled += 1
+            del window.pending[self.identity]
+            if self.outcome == "published":
+                assert self.offset is not None
+                window.admitted += 1
+                window._note_offset(self.offset)
+
+    class WindowClosed(Event):
+        summary: dict[str, Any]
+
+        def apply(self, window: Window) -> None:
+            window.status = "CLOSED"
+            window.closed_at = format_recorded_at(self.timestamp)
+            window.summary = self.summary
+
+    # --- construction -------------------------------------------------------------------
+
+    chain_head: str  # set by every event's mutate()
+
+    def __init__(self, window_id: str) -> None:
+        self.window_id = window_id
+        self.status = "OPEN"
+        self.admitted = 0
+        self.duplicates = 0
+        self.quarantined = 0
+        self.publish_unknown = 0
+        self.reconciled = 0
+        # identity -> version of its PublishUnknown event, while its outcome is UNKNOWN
+        self.pending: dict[str, int] = {}
+        self.bus_offsets: list[int] | None = None
+        self.source_offsets: dict[str, list[int]] = {}
+        self.summary: dict[str, Any] | None = None
+        self.closed_at: str | None = None
+
+    @classmethod
+    def open(cls, window_id: str) -> Window:
+        kwargs = cls._chained(cls.WindowOpened, GENESIS_DIGEST, 1, {"window_id": window_id})
+        return cls._create(cls.WindowOpened, id=window_uuid(window_id), **kwargs)
+
+    @staticmethod
+    def _chained(
+        event_class: type[Any], prev_digest: str, version: int, kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        timestamp = event_class.create_timestamp()
+        digest = chain_digest(
+            prev_digest,
+            version,
+            event_class.__name__,
+            format_recorded_at(timestamp),
+            _own_fields(event_class, kwargs),
+        )
+        return {**kwargs, "timestamp": timestamp, "prev_digest": prev_digest, "digest": digest}
+
+    def trigger_event(self, event_class: type[Any], **kwargs: Any) -> None:
+        # Every event links to the one before: the digest is fixed when the event is made.
+        chained = self._chained(event_class, self.chain_head, self.version + 1, kwargs)
+        super().trigger_event(event_class, **chained)
+
+    # --- state helpers ------------------------------------------------------------------
+
+    def _note_offset(self, offset: int) -> None:
+        self.bus_offsets = _bounds(self.bus_offsets, offset)
+
+    def _note_source(self, source: dict[str, Any] | None) -> None:
+        if source is not None:
+            partition = source["partition"]
+            self.source_offsets[partition] = _bounds(
+                self.source_offsets.get(partition), source["offset"]
+            )
+
+    @property
+    def is_closed(self) -> bool:
+        return self.status == "CLOSED"
+
+    @property
+    def opened_at(self) -> str:
+        return format_recorded_at(self.created_on)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "admitted": self.admitted,
+            "duplicates": self.duplicates,
+            "quarantined": self.quarantined,
+            "publish_unknown": self.publish_unknown,
+            "reconciled": self.reconciled,
+            "pending_unknown": len(self.pending),
+        }
+
+    # --- commands -----------------------------------------------------------------------
+
+    def _require_open(self) -> None:
+        if self.is_closed:
+            raise WindowClosed(f"window {self.window_id!r} is closed")
+
+    def admit(
+        self,
+        *,
+        identity: str,
+        event_type: str,
+        event_id: str,
+        payload: dict[str, Any],
+        payload_hash: str,
+        offset: int,
+        source: dict[str, Any] | None,
+    ) -> None:
+        self._require_open()
+        self.trigger_event(
+            self.EventAdmitted,
+            identity=identity,
+            event_type=event_type,
+            event_id=event_id,
+            payload=payload,
+            payload_hash=payload_hash,
+            offset=offset,
+            source=source,
+        )
+
+    def absorb_duplicate(
+        self,
+        *,
+        identity: str,
+        payload_hash: str,
+        offset: int,
+        source: dict[str, Any] | None = None,
+    ) -> None:
+        self._require_open()
+        self.trigger_event(
+            self.DuplicateAbsorbed,
+            identity=identity,
+            payload_hash=payload_hash,
+            offset=offset,
+            source=source,
+        )
+
+    def quarantine(
+        self,
+        *,
+        identity: str,
+        event_type: str,
+        event_id: str,
+        original_hash: str,
+        received_hash: str,
+        received_payload: dict[str, Any],
+        source: dict[str, Any] | None,
+    ) -> None:
+        self._require_open()
+        self.trigger_event(
+            self.MismatchQuarantined,
+            identity=identity,
+            event_type=event_type,
+            event_id=event_id,
+            original_hash=original_hash,
+            received_hash=received_hash,
+            received_payload=received_payload,
+            source=source,
+        )
+
+    def record_publish_unknown(
+        self,
+        *,
+        identity: str,
+        event_type: str,
+        event_id: str,
+        payload: dict[str, Any],
+        payload_hash: str,
+        reason: str,
+        source: dict[str, Any] | None,
+    ) -> None:
+        self._require_open()
+        self.trigger_event(
+            self.PublishUnknown,
+            identity=identity,
+            event_type=event_type,
+            event_id=event_id,
+            payload=payload,
+            payload_hash=payload_hash,
+            reason=reason,
+            source=source,
+        )
+
+    def reconcile(self, *, identity: str, offset: int | None) -> None:
+        """Resolve an UNKNOWN publish: `offset` when the bus has it, None when proven absent."""
+        self._require_open()
+        if identity not in self.pending:
+            raise ValueError(f"identity {identity} is not pending")
+        self.trigger_event(
+            self.PublishReconciled,
+            identity=identity,
+            outcome="published" if offset is not None else "not_published",
+            offset=offset,
+        )
+
+    def close(self, *, chain_verified: bool = False, first_bad_version: int | None = None) -> None:
+        """Close with the summary the read side must agree with.
+
+        `chain_verified` says whether the stored chain was recomputed and matched this window's
+        head just before closing; the gate cannot PASS without it.
+        """
+        self._require_open()
+        if self.pending:
+            raise PublishUnknownPending(sorted(self.pending))
+        summary = {
+            "counts": self.counts(),
+            "bus_offsets": self.bus_offset_range(),
+            "source_offsets": self.source_offset_ranges(),
+            "opened_at": self.opened_at,
+            "events": self.version + 1,  # the history's length, WindowClosed included
+            "chain_verified": chain_verified,
+            "first_bad_version": first_bad_version,
+        }
+        self.trigger_event(self.WindowClosed, summary=summary)
+
+    def bus_offset_range(self) -> dict[str, int | None]:
+        first, last = self.bus_offsets if self.bus_offsets else (None, None)
+        return {"first": first, "last": last}
+
+    def source_offset_ranges(self) -> dict[str, dict[str, int]]:
+        return {p: {"min": lo, "max": hi} for p, (lo, hi) in sorted(self.source_offsets.items())}
+
+    EVENT_TYPES: ClassVar[tuple[str, ...]] = (
+        "WindowOpened",
+        "EventAdmitted",
+        "DuplicateAbsorbed",
+        "MismatchQuarantined",
+        "PublishUnknown",
+        "PublishReconciled",
+        "WindowClosed",
+    )

@@ -1,0 +1,67 @@
+"""One hierarchy of domain errors; the API maps each to HTTP in one place (by `status`/`code`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LedgerError(Exception):
+    status = 500
+    code = "ledger_error"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+    def as_json(self) -> dict[str, Any]:
+        return {"error": self.code, "detail": self.detail, **self.extra}
+
+
+class InvalidAdmission(LedgerError):
+    """Bad input: nothing of the request is recorded."""
+
+    status = 400
+    code = "invalid_admission"
+
+
+class PayloadTooLarge(InvalidAdmission):
+    status = 413
+    code = "payload_too_large"
+
+
+class WindowNotFound(LedgerError):
+    status = 404
+    code = "window_not_found"
+
+
+class WindowClosed(LedgerError):
+    status = 409
+    code = "window_closed"
+
+
+class PublishUnknownPending(LedgerError):
+    """Close refused: some identities have an unknown publish outcome (fail-closed)."""
+
+    status = 409
+    code = "publish_unknown_pending"
+
+    def __init__(self, pending: list[str]) -> None:
+        super().__init__(
+            f"{len(pending)} identities have an unknown publish outcome; reconcile them first",
+            pending=pending,
+        )
+
+
+class PublishRefused(LedgerError):
+    """The bus definitely did not take the batch: nothing was recorded, retrying is safe."""
+
+    status = 503
+    code = "publish_refused"
+
+
+class Contention(LedgerError):
+    """The window kept changing under us; nothing was recorded, retrying is safe."""
+
+    status = 503
+    code = "contention"

@@ -1,0 +1,1 @@
+"""Infrastructure behind the ledger's small interfaces: recorders, transcoder, publishers."""

@@ -1,0 +1,127 @@
+"""RFC 8785 JSON Canonicalization Scheme, standard library only.
+
+The domain hashes with this module so that it depends on nothing but the standard library;
+the test suite checks it against the `rfc8785` package and the RFC's own vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from decimal import Decimal
+from json.encoder import encode_basestring
+from typing import Any
+
+MAX_SAFE_INTEGER = 2**53 - 1
+
+
+class CanonicalizationError(ValueError):
+    """The value has no canonical JSON form (big integer, NaN, Infinity, lone surrogate...)."""
+
+
+# The C-accelerated JSON string encoder escapes exactly what RFC 8785 escapes (quote, backslash,
+# \b \f \n \r \t, other controls as lowercase \u00xx) and passes everything else through.
+_string = encode_basestring
+
+
+def _number(value: float) -> str:
+    """ECMAScript Number.prototype.toString, which RFC 8785 adopts for numbers."""
+    if math.isnan(value) or math.isinf(value):
+        raise CanonicalizationError(f"{value!r} is not a JSON number")
+    if value == 0:
+        return "0"  # also -0.0
+    sign = "-" if value < 0 else ""
+    # repr() gives the shortest digits that round-trip, as ECMAScript requires.
+    _, digit_tuple, exponent = Decimal(repr(abs(value))).as_tuple()
+    digits = "".join(map(str, digit_tuple)).rstrip("0")
+    exponent = int(exponent) + (len(digit_tuple) - len(digits))
+    k = len(digits)
+    n = exponent + k
+    if k <= n <= 21:
+        body = digits + "0" * (n - k)
+    elif 0 < n <= 21:
+        body = digits[:n] + "." + digits[n:]
+    elif -6 < n <= 0:
+        body = "0." + "0" * (-n) + digits
+    else:
+        e = n - 1
+        mantissa = digits if k == 1 else digits[0] + "." + digits[1:]
+        body = f"{mantissa}e{'+' if e >= 0 else '-'}{abs(e)}"
+    return sign + body
+
+
+def _serialize(value: Any, out: list[str]) -> None:
+    if value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, str):
+        out.append(_string(value))
+    elif isinstance(value, int):
+        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            raise CanonicalizationError(
+                f"integer {value} is outside +-(2^53 - 1) and cannot be canonicalized"
+            )
+        out.append(str(value))
+    elif isinstance(value, float):
+        out.append(_number(value))
+    elif isinstance(value, dict):
+        out.append("{")
+        items = sorted(value.items(), key=_sort_key(value))
+        for i, (key, item) in enumerate(items):
+            if i:
+                out.append(",")
+            out.append(_string(key))
+            out.append(":")
+            _serialize(item, out)
+        out.append("}")
+    elif isinstance(value, list | tuple):
+        out.append("[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(",")
+            _serialize(item, out)
+        out.append("]")
+    else:
+        raise CanonicalizationError(f"{type(value).__name__} is not a JSON value")
+
+
+def _sort_key(obj: dict[Any, Any]) -> Any:
+    # RFC 8785 sorts by UTF-16 code units; big-endian UTF-16 bytes compare the same way, and
+    # for ASCII keys plain string order is the same order.
+    if all(type(k) is str and k.isascii() for k in obj):
+        return _first
+    return _utf16_first
+
+
+def _first(item: tuple[str, Any]) -> str:
+    return item[0]
+
+
+def _utf16_first(item: tuple[Any, Any]) -> bytes:
+    return _utf16_key(item[0])
+
+
+def _utf16_key(key: object) -> bytes:
+    if not isinstance(key, str):
+        raise CanonicalizationError("object keys must be strings")
+    try:
+        return key.encode("utf-16-be")
+    except UnicodeEncodeError as exc:
+        raise CanonicalizationError("object key is not valid Unicode") from exc
+
+
+def canonicalize(value: Any) -> bytes:
+    """The RFC 8785 canonical UTF-8 bytes of a JSON value."""
+    out: list[str] = []
+    _serialize(value, out)
+    try:
+        return "".join(out).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise CanonicalizationError("text contains a lone surrogate (not valid Unicode)") from exc
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

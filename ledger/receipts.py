@@ -1,0 +1,69 @@
+"""The receipt as Markdown: evidence a reviewer reads without reading code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_COUNT_LABELS = [
+    ("admitted", "Admitted (published once, reconciled ones included)"),
+    ("duplicates", "Exact duplicates absorbed"),
+    ("quarantined", "Quarantined (same identity, different payload)"),
+    ("publish_unknown", "Publish outcome unknown (ever recorded)"),
+    ("reconciled", "Unknown outcomes reconciled"),
+    ("pending_unknown", "Still unknown now"),
+]
+
+_GATE_MEANING = {
+    "PASS": "closed, read side agrees with the closing summary, hash chain verified: "
+    "downstream may read it",
+    "FAIL": "closed, but a check failed: do not read it",
+    "BLOCKED": "open with unknown publish outcomes: reconcile before closing",
+    "OPEN": "still open: downstream must wait for close",
+}
+
+
+def _or_dash(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def render_markdown(receipt: dict[str, Any], reasons: list[str] | None = None) -> str:
+    gate = receipt["gate"]
+    lines = [
+        f"# Receipt for window `{receipt['window_id']}`",
+        "",
+        f"- **Status:** {receipt['status']}",
+        f"- **Gate:** {gate} ({_GATE_MEANING.get(gate, '')})",
+        f"- **Opened:** {_or_dash(receipt['opened_at'])}",
+        f"- **Closed:** {_or_dash(receipt['closed_at'])}",
+        "",
+        "## Counts",
+        "",
+        "| what | count |",
+        "|---|---:|",
+    ]
+    lines += [f"| {label} | {receipt['counts'][key]} |" for key, label in _COUNT_LABELS]
+    bus = receipt["bus_offsets"]
+    lines += [
+        "",
+        "## Offsets",
+        "",
+        f"- **Bus offsets:** {_or_dash(bus['first'])} to {_or_dash(bus['last'])}",
+    ]
+    sources = receipt["source_offsets"]
+    if sources:
+        lines += ["", "| source partition | min offset | max offset |", "|---|---:|---:|"]
+        lines += [f"| `{p}` | {r['min']} | {r['max']} |" for p, r in sources.items()]
+    else:
+        lines.append("- **Source offsets:** none given by the producers")
+    lines += [
+        "",
+        "## Evidence",
+        "",
+        f"- **Events in the window's history:** {receipt['events']}",
+        f"- **Chain head (digest of the last event):** `{receipt['chain_head']}`",
+        "- Recompute it from the history: each digest is "
+        "sha256(prev_digest + JCS({version, type, recorded_at, fields})).",
+    ]
+    if reasons:
+        lines += ["", "## Gate reasons", ""] + [f"- {r}" for r in reasons]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,95 @@
+"""Settings read from the environment (contract s.7). Nothing connects here."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+DEFAULT_DATABASE_URL = "sqlite:///./ledger-data/ledger.db"
+APPLICATION_NAME = "ledger"  # Postgres table names derive from it: keep it fixed.
+
+
+class SettingsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    publisher: str = "embedded"
+    api_tokens: str = ""
+    aggregate_cache_size: int = 1000
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        return cls(
+            database_url=env.get("LEDGER_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            publisher=env.get("LEDGER_PUBLISHER") or "embedded",
+            api_tokens=env.get("LEDGER_API_TOKENS") or "",
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite:")
+
+    @property
+    def sqlite_path(self) -> Path:
+        if not self.is_sqlite:
+            raise SettingsError("not an SQLite URL")
+        path = self.database_url.removeprefix("sqlite:///")
+        if path == self.database_url or not path:
+            raise SettingsError(
+                f"SQLite URL must look like sqlite:///path/to/file.db: {self.database_url}"
+            )
+        return Path(path)
+
+    def describe_database(self) -> str:
+        if self.is_sqlite:
+            return f"SQLite file {self.sqlite_path.resolve()}"
+        parts = urlsplit(self.database_url)
+        return f"PostgreSQL {parts.hostname}:{parts.port or 5432}/{parts.path.lstrip('/')}"
+
+    def eventsourcing_env(self) -> dict[str, str]:
+        """The eventsourcing library's settings for this database URL."""
+        env = {
+            # Cache windows without deep copies: commands stay O(batch), not O(history).
+            "AGGREGATE_CACHE_MAXSIZE": str(self.aggregate_cache_size),
+            "DEEPCOPY_FROM_AGGREGATE_CACHE": "n",
+        }
+        if self.is_sqlite:
+            path = self.sqlite_path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            env.update(
+                PERSISTENCE_MODULE="eventsourcing.sqlite",
+                SQLITE_DBNAME=str(path),
+                SQLITE_LOCK_TIMEOUT="30",
+                APPLICATION_RECORDER_TOPIC="ledger.infrastructure.recorders:LedgerSQLiteRecorder",
+            )
+        elif self.database_url.startswith(("postgresql://", "postgres://")):
+            parts = urlsplit(self.database_url)
+            if not parts.path.lstrip("/"):
+                raise SettingsError("PostgreSQL URL needs a database name")
+            env.update(
+                PERSISTENCE_MODULE="eventsourcing.postgres",
+                POSTGRES_DBNAME=unquote(parts.path.lstrip("/")),
+                POSTGRES_HOST=parts.hostname or "127.0.0.1",
+                POSTGRES_PORT=str(parts.port or 5432),
+                POSTGRES_USER=unquote(parts.username or "postgres"),
+                POSTGRES_PASSWORD=unquote(parts.password or ""),
+                POSTGRES_POOL_SIZE="4",
+                POSTGRES_MAX_OVERFLOW="8",
+                POSTGRES_LOCK_TIMEOUT="30",
+                APPLICATION_RECORDER_TOPIC="ledger.infrastructure.recorders:LedgerPostgresRecorder",
+            )
+        else:
+            raise SettingsError(
+                "LEDGER_DATABASE_URL must be sqlite:///path/to/file.db or "
+                f"postgresql://user:password@host:port/dbname, not {self.database_url!r}"
+            )
+        env.update(self.extra_env)
+        return env

@@ -1,0 +1,30 @@
+"""Alembic environment: the read models' tables, on the database in LEDGER_DATABASE_URL."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import Connection
+
+from ledger.settings import Settings
+from projections.store import create_read_store
+from projections.tables import metadata
+
+config = context.config
+
+
+def run(connection: Connection) -> None:
+    context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+given = config.attributes.get("connection")
+if given is not None:
+    run(given)
+else:
+    store = create_read_store(Settings.from_env())
+    try:
+        with store.writer.connect() as connection:
+            run(connection)
+    finally:
+        store.dispose()

@@ -1,0 +1,1 @@
+"""Read models built from the windows' events: receipts and gate, admitted events, quarantine."""

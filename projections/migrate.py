@@ -1,0 +1,70 @@
+"""Running the Alembic migrations of the read models (`ledger db upgrade`).
+
+Alembic is imported only to migrate: checking the schema is one query against HEAD, which a
+test keeps equal to the migration scripts' head.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from projections.store import ReadStore
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+HEAD = "0002"
+
+
+class SchemaNotCurrent(RuntimeError):
+    pass
+
+
+def alembic_config() -> Config:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def _run(store: ReadStore, action: str, revision: str) -> None:
+    from alembic import command
+
+    config = alembic_config()
+    with store.writer.begin() as conn:
+        config.attributes["connection"] = conn
+        getattr(command, action)(config, revision)
+
+
+def upgrade(store: ReadStore, revision: str = "head") -> None:
+    _run(store, "upgrade", revision)
+
+
+def downgrade(store: ReadStore, revision: str) -> None:
+    _run(store, "downgrade", revision)
+
+
+def current_revision(store: ReadStore) -> str | None:
+    try:
+        with store.reader.connect() as conn:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except DBAPIError:
+        return None  # no version table yet
+
+
+def ensure_schema(store: ReadStore, *, upgrade: bool) -> None:
+    current = current_revision(store)
+    if current == HEAD:
+        return
+    if not upgrade:
+        raise SchemaNotCurrent(
+            f"read-model schema is at {current!r}, this code needs {HEAD!r}: "
+            "run `ledger db upgrade`"
+        )
+    _run(store, "upgrade", "head")

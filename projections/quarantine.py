@@ -1,0 +1,56 @@
+"""The quarantine queue: one row per distinct (identity, received hash), with occurrences.
+
+The original payload is not copied here: readers join the admitted read model on identity.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, Table
+
+from projections.base import ProjectedEvent, to_json
+from projections.tables import quarantine
+from projections.upsert import upsert
+
+
+class QuarantineProjection:
+    name = "quarantine"
+
+    def tables(self) -> list[Table]:
+        return [quarantine]
+
+    def apply(self, conn: Connection, events: list[ProjectedEvent], t: dict[str, Table]) -> None:
+        rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for e in events:
+            if e.type != "MismatchQuarantined":
+                continue
+            f = e.fields
+            key = (e.window_id, f["identity"], f["received_hash"])
+            row = rows.get(key)
+            if row is None:
+                rows[key] = {
+                    "window_id": e.window_id,
+                    "identity": f["identity"],
+                    "received_hash": f["received_hash"],
+                    "first_position": e.position,
+                    "event_type": f["event_type"],
+                    "event_id": f["event_id"],
+                    "original_hash": f["original_hash"],
+                    "received_payload": to_json(f["received_payload"]),
+                    "occurrences": 1,
+                    "first_seen": e.recorded_at,
+                    "last_seen": e.recorded_at,
+                }
+            else:
+                row["occurrences"] += 1
+                row["last_seen"] = e.recorded_at
+        # A repeat seen in an earlier batch adds its occurrences and keeps its first sighting.
+        upsert(
+            conn,
+            t[quarantine.name],
+            list(rows.values()),
+            ["window_id", "identity", "received_hash"],
+            add=["occurrences"],
+            keep=["first_position", "first_seen"],
+        )

@@ -1,0 +1,149 @@
+"""Reading the read models: receipts, gate, windows list, admitted events, quarantine queue."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import and_, select
+
+from projections.receipts import COUNT_KEYS
+from projections.store import ReadStore
+from projections.tables import admitted, quarantine, receipt_sources, receipts
+
+MAX_PAGE = 1000
+
+
+def _limit(limit: int | None, default: int = 100) -> int:
+    return max(1, min(limit or default, MAX_PAGE))
+
+
+class ReadModels:
+    def __init__(self, store: ReadStore) -> None:
+        self.store = store
+
+    def receipt(self, window_id: str) -> dict[str, Any] | None:
+        with self.store.reader.connect() as conn:
+            row = conn.execute(select(receipts).where(receipts.c.window_id == window_id)).first()
+            if row is None:
+                return None
+            sources = conn.execute(
+                select(receipt_sources)
+                .where(receipt_sources.c.window_id == window_id)
+                .order_by(receipt_sources.c.partition)
+            )
+            source_offsets = {s.partition: {"min": s.min_offset, "max": s.max_offset} for s in sources}
+        return self._receipt(row._mapping, source_offsets)
+
+    @staticmethod
+    def _receipt(row: Any, source_offsets: dict[str, dict[str, int]]) -> dict[str, Any]:
+        return {
+            "window_id": row["window_id"],
+            "status": row["status"],
+            "gate": row["gate"],
+            "counts": {k: row[k] for k in COUNT_KEYS},
+            "bus_offsets": {"first": row["bus_first"], "last": row["bus_last"]},
+            "source_offsets": source_offsets,
+            "opened_at": row["opened_at"],
+            "closed_at": row["closed_at"],
+            "events": row["events"],
+            "chain_head": row["chain_head"],
+        }
+
+    def gate(self, window_id: str) -> dict[str, Any] | None:
+        with self.store.reader.connect() as conn:
+            row = conn.execute(
+                select(receipts.c.gate, receipts.c.gate_reasons).where(receipts.c.window_id == window_id)
+            ).first()
+        if row is None:
+            return None
+        return {"window_id": window_id, "status": row.gate, "reasons": json.loads(row.gate_reasons)}
+
+    def windows(self, after: str | None, limit: int | None) -> tuple[list[dict[str, Any]], str | None]:
+        n = _limit(limit)
+        query = select(receipts).order_by(receipts.c.window_id).limit(n + 1)
+        if after:
+            query = query.where(receipts.c.window_id > after)
+        with self.store.reader.connect() as conn:
+            rows = list(conn.execute(query))
+        items = [
+            {
+                "window_id": r.window_id,
+                "status": r.status,
+                "gate": r.gate,
+                "counts": {k: r._mapping[k] for k in COUNT_KEYS},
+            }
+            for r in rows[:n]
+        ]
+        return items, (rows[n - 1].window_id if len(rows) > n else None)
+
+    def admitted_events(
+        self, window_id: str, after: int | None, limit: int | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        n = _limit(limit)
+        query = (
+            select(admitted)
+            .where(admitted.c.window_id == window_id, admitted.c.state == "ADMITTED")
+            .order_by(admitted.c.bus_offset)
+            .limit(n + 1)
+        )
+        if after is not None:
+            query = query.where(admitted.c.bus_offset > after)
+        with self.store.reader.connect() as conn:
+            rows = list(conn.execute(query))
+        items = [
+            {
+                "offset": r.bus_offset,
+                "event_type": r.event_type,
+                "event_id": r.event_id,
+                "identity": r.identity,
+                "payload_hash": r.payload_hash,
+                "payload": json.loads(r.payload),
+                "source": json.loads(r.source) if r.source else None,
+            }
+            for r in rows[:n]
+        ]
+        return items, (str(rows[n - 1].bus_offset) if len(rows) > n else None)
+
+    def quarantine_queue(
+        self, window_id: str | None, after: int | None, limit: int | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        n = _limit(limit)
+        original = admitted.alias("original")
+        query = (
+            select(quarantine, original.c.payload.label("original_payload"))
+            .select_from(
+                quarantine.outerjoin(
+                    original,
+                    and_(
+                        original.c.window_id == quarantine.c.window_id,
+                        original.c.identity == quarantine.c.identity,
+                    ),
+                )
+            )
+            .order_by(quarantine.c.first_position, quarantine.c.received_hash)
+            .limit(n + 1)
+        )
+        if window_id is not None:
+            query = query.where(quarantine.c.window_id == window_id)
+        if after is not None:
+            query = query.where(quarantine.c.first_position > after)
+        with self.store.reader.connect() as conn:
+            rows = list(conn.execute(query))
+        items = [
+            {
+                "window_id": r.window_id,
+                "event_type": r.event_type,
+                "event_id": r.event_id,
+                "identity": r.identity,
+                "original_hash": r.original_hash,
+                "original_payload": json.loads(r.original_payload) if r.original_payload else None,
+                "received_hash": r.received_hash,
+                "received_payload": json.loads(r.received_payload),
+                "occurrences": r.occurrences,
+                "first_seen": r.first_seen,
+                "last_seen": r.last_seen,
+            }
+            for r in rows[:n]
+        ]
+        return items, (str(rows[n - 1].first_position) if len(rows) > n else None)

@@ -1,0 +1,149 @@
+"""Receipts, gate status and the windows list: one row per window (plus source offset ranges)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Table, select
+
+from projections.base import ProjectedEvent, to_json
+from projections.tables import receipt_sources, receipts
+from projections.upsert import upsert
+
+COUNT_KEYS = ("admitted", "duplicates", "quarantined", "publish_unknown", "reconciled",
+              "pending_unknown")
+
+
+def judge_gate(row: dict[str, Any], sources: dict[str, dict[str, int]]) -> tuple[str, list[str]]:
+    """The contract's gate (s.4) from a receipt row and its closing summary."""
+    if row["status"] != "CLOSED":
+        if row["pending_unknown"]:
+            return "BLOCKED", [f"{row['pending_unknown']} identities have an unknown publish outcome"]
+        return "OPEN", ["window is not closed"]
+    summary = json.loads(row["summary"])
+    reasons = []
+    counts = {k: row[k] for k in COUNT_KEYS}
+    if counts != summary["counts"]:
+        reasons.append(f"read-side counts {counts} differ from the closing summary {summary['counts']}")
+    bus = {"first": row["bus_first"], "last": row["bus_last"]}
+    if bus != summary["bus_offsets"]:
+        reasons.append(f"read-side bus offsets {bus} differ from the closing summary {summary['bus_offsets']}")
+    if sources != summary["source_offsets"]:
+        reasons.append("read-side source offsets differ from the closing summary")
+    if row["events"] != summary["events"]:
+        reasons.append(f"read side applied {row['events']} events, the closing summary says {summary['events']}")
+    if not summary.get("chain_verified", False):
+        reasons.append(
+            f"hash chain did not verify at close (first bad version {summary.get('first_bad_version')})"
+        )
+    return ("FAIL", reasons) if reasons else ("PASS", [])
+
+
+class ReceiptsProjection:
+    name = "receipts"
+
+    def tables(self) -> list[Table]:
+        return [receipts, receipt_sources]
+
+    def apply(self, conn: Connection, events: list[ProjectedEvent], t: dict[str, Table]) -> None:
+        table, sources_table = t[receipts.name], t[receipt_sources.name]
+        window_ids = list(dict.fromkeys(e.window_id for e in events))
+        rows = self._load(conn, table, window_ids)
+        sources = self._load_sources(conn, sources_table, window_ids)
+        touched_sources: set[tuple[str, str]] = set()
+        for e in events:
+            row = rows.get(e.window_id)
+            if row is None:
+                row = rows[e.window_id] = self._new_row(e)
+            self._apply_one(row, sources.setdefault(e.window_id, {}), e, touched_sources)
+        for window_id in window_ids:
+            row = rows[window_id]
+            row["gate"], reasons = judge_gate(row, self._ranges(sources.get(window_id, {})))
+            row["gate_reasons"] = to_json(reasons)
+        upsert(conn, table, list(rows.values()), ["window_id"])
+        upsert(
+            conn,
+            sources_table,
+            [
+                {"window_id": w, "partition": p, "min_offset": lo, "max_offset": hi}
+                for (w, p) in sorted(touched_sources)
+                for lo, hi in [sources[w][p]]
+            ],
+            ["window_id", "partition"],
+        )
+
+    @staticmethod
+    def _ranges(window_sources: dict[str, list[int]]) -> dict[str, dict[str, int]]:
+        return {p: {"min": lo, "max": hi} for p, (lo, hi) in sorted(window_sources.items())}
+
+    @staticmethod
+    def _load(conn: Connection, table: Table, window_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        result = conn.execute(select(table).where(table.c.window_id.in_(window_ids)))
+        return {row.window_id: dict(row._mapping) for row in result}
+
+    @staticmethod
+    def _load_sources(
+        conn: Connection, table: Table, window_ids: Sequence[str]
+    ) -> dict[str, dict[str, list[int]]]:
+        found: dict[str, dict[str, list[int]]] = {}
+        for row in conn.execute(select(table).where(table.c.window_id.in_(window_ids))):
+            found.setdefault(row.window_id, {})[row.partition] = [row.min_offset, row.max_offset]
+        return found
+
+    @staticmethod
+    def _new_row(e: ProjectedEvent) -> dict[str, Any]:
+        return {
+            "window_id": e.window_id, "status": "OPEN", "gate": "OPEN", "gate_reasons": "[]",
+            "admitted": 0, "duplicates": 0, "quarantined": 0, "publish_unknown": 0,
+            "reconciled": 0, "pending_unknown": 0, "bus_first": None, "bus_last": None,
+            "opened_at": e.recorded_at, "closed_at": None, "events": 0,
+            "chain_head": "", "summary": None, "last_event_at": None,
+        }
+
+    @staticmethod
+    def _apply_one(
+        row: dict[str, Any],
+        window_sources: dict[str, list[int]],
+        e: ProjectedEvent,
+        touched_sources: set[tuple[str, str]],
+    ) -> None:
+        f = e.fields
+        row["events"] += 1
+        row["last_event_at"] = e.recorded_at
+        row["chain_head"] = e.digest
+        if e.type == "EventAdmitted":
+            row["admitted"] += 1
+            _note_offset(row, f["offset"])
+        elif e.type == "DuplicateAbsorbed":
+            row["duplicates"] += 1
+        elif e.type == "MismatchQuarantined":
+            row["quarantined"] += 1
+        elif e.type == "PublishUnknown":
+            row["publish_unknown"] += 1
+            row["pending_unknown"] += 1
+        elif e.type == "PublishReconciled":
+            row["reconciled"] += 1
+            row["pending_unknown"] -= 1
+            if f["outcome"] == "published":
+                row["admitted"] += 1
+                _note_offset(row, f["offset"])
+        elif e.type == "WindowClosed":
+            row["status"] = "CLOSED"
+            row["closed_at"] = e.recorded_at
+            row["summary"] = to_json(f["summary"])
+        source = f.get("source") if e.type in ("EventAdmitted", "PublishUnknown") else None
+        if source is not None:
+            partition, offset = source["partition"], source["offset"]
+            current = window_sources.get(partition)
+            window_sources[partition] = (
+                [offset, offset] if current is None
+                else [min(current[0], offset), max(current[1], offset)]
+            )
+            touched_sources.add((e.window_id, partition))
+
+
+def _note_offset(row: dict[str, Any], offset: int) -> None:
+    row["bus_first"] = offset if row["bus_first"] is None else min(row["bus_first"], offset)
+    row["bus_last"] = offset if row["bus_last"] is None else max(row["bus_last"], offset)

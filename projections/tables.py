@@ -1,0 +1,91 @@
+"""Read-model tables (SQLAlchemy Core). Alembic migrations in `migrations/` create and evolve them.
+
+JSON columns hold RFC 8785 canonical text, so a table's content (and its checksum) is the same
+on every backend and after every rebuild.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+# Which window a stored event belongs to: events other than WindowOpened carry only its uuid.
+window_names = Table(
+    "rm_window_names",
+    metadata,
+    Column("window_uuid", String(36), primary_key=True),
+    Column("window_id", String(128), nullable=False),
+)
+
+# Each projection's position in the notification log, written with its view updates.
+tracking = Table(
+    "rm_tracking",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+)
+
+receipts = Table(
+    "rm_receipts",
+    metadata,
+    Column("window_id", String(128), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("gate", String(16), nullable=False),
+    Column("gate_reasons", Text, nullable=False),  # JSON list
+    Column("admitted", Integer, nullable=False),
+    Column("duplicates", Integer, nullable=False),
+    Column("quarantined", Integer, nullable=False),
+    Column("publish_unknown", Integer, nullable=False),
+    Column("reconciled", Integer, nullable=False),
+    Column("pending_unknown", Integer, nullable=False),
+    Column("bus_first", BigInteger),
+    Column("bus_last", BigInteger),
+    Column("opened_at", String(32), nullable=False),
+    Column("closed_at", String(32)),
+    Column("events", Integer, nullable=False),
+    Column("chain_head", String(64), nullable=False),
+    Column("summary", Text),  # the WindowClosed summary, JSON
+    Column("last_event_at", String(32)),  # added by migration 0002
+)
+
+receipt_sources = Table(
+    "rm_receipt_sources",
+    metadata,
+    Column("window_id", String(128), primary_key=True),
+    Column("partition", String(256), primary_key=True),
+    Column("min_offset", BigInteger, nullable=False),
+    Column("max_offset", BigInteger, nullable=False),
+)
+
+admitted = Table(
+    "rm_admitted",
+    metadata,
+    Column("window_id", String(128), primary_key=True),
+    Column("identity", String(64), primary_key=True),
+    Column("event_type", String(128), nullable=False),
+    Column("event_id", String(256), nullable=False),
+    Column("payload", Text, nullable=False),  # JSON
+    Column("payload_hash", String(64), nullable=False),
+    Column("state", String(16), nullable=False),  # ADMITTED or UNKNOWN
+    Column("bus_offset", BigInteger),
+    Column("source", Text),  # JSON or NULL
+    Index("rm_admitted_by_offset", "window_id", "bus_offset"),
+)
+
+quarantine = Table(
+    "rm_quarantine",
+    metadata,
+    Column("window_id", String(128), primary_key=True),
+    Column("identity", String(64), primary_key=True),
+    Column("received_hash", String(64), primary_key=True),
+    Column("first_position", BigInteger, nullable=False),  # stable order for paging
+    Column("event_type", String(128), nullable=False),
+    Column("event_id", String(256), nullable=False),
+    Column("original_hash", String(64), nullable=False),
+    Column("received_payload", Text, nullable=False),  # JSON
+    Column("occurrences", Integer, nullable=False),
+    Column("first_seen", String(32), nullable=False),
+    Column("last_seen", String(32), nullable=False),
+    Index("rm_quarantine_by_position", "first_position"),
+)

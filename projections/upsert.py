@@ -1,0 +1,36 @@
+"""Batched insert-or-update on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Table
+from sqlalchemy.dialects import postgresql, sqlite
+
+
+def upsert(
+    conn: Connection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    keys: list[str],
+    *,
+    add: Sequence[str] = (),
+    keep: Sequence[str] = (),
+) -> None:
+    """Insert rows; on a key conflict overwrite the other columns, except that columns in `add`
+    are summed with the stored value and columns in `keep` keep the stored value."""
+    if not rows:
+        return
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table)
+    excluded = stmt.excluded
+    updates: dict[str, Any] = {}
+    for column in table.columns:
+        if column.name in keys or column.name in keep:
+            continue
+        if column.name in add:
+            updates[column.name] = table.c[column.name] + excluded[column.name]
+        else:
+            updates[column.name] = excluded[column.name]
+    conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=updates), list(rows))

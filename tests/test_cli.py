@@ -1,0 +1,139 @@
+"""The `ledger` command, run for real as a subprocess on each backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _line(event_id: str, payload: dict[str, object] | None = None) -> str:
+    body = {"event_type": "order.created", "event_id": event_id, "payload": payload or {"n": event_id}}
+    return json.dumps(body) + "\n"
+
+
+@pytest.fixture
+def ledger_cmd(database_url: str):
+    env = {**os.environ, "LEDGER_DATABASE_URL": database_url, "LEDGER_PUBLISHER": "embedded"}
+
+    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ledger.cli", *args],
+            input=stdin, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
+        )
+
+    assert run("db", "upgrade").returncode == 0
+    return run
+
+
+def _counts(stdout: str) -> dict[str, int]:
+    rows = [line.split() for line in stdout.splitlines() if line.startswith("  ")]
+    return {verdict: int(n) for verdict, n in rows}
+
+
+def test_admitting_a_file_twice_admits_once_and_then_answers_duplicates(ledger_cmd, tmp_path):
+    source = tmp_path / "events.jsonl"
+    source.write_text("".join(_line(str(i)) for i in range(1200)))
+    first = ledger_cmd("admit", "w", str(source))
+    assert first.returncode == 0, first.stderr
+    assert _counts(first.stdout)["ADMITTED"] == 1200
+    second = ledger_cmd("admit", "w", str(source), "--quiet")
+    assert _counts(second.stdout) == {
+        "ADMITTED": 0, "DUPLICATE": 1200, "QUARANTINED": 0, "PUBLISH_UNKNOWN": 0
+    }
+    history = ledger_cmd("history", "w")
+    types = [json.loads(line)["type"] for line in history.stdout.splitlines()]
+    assert types.count("EventAdmitted") == 1200
+    assert types.count("DuplicateAbsorbed") == 1200
+
+
+def test_a_malformed_line_is_reported_by_number_and_its_batch_is_not_recorded(ledger_cmd):
+    lines = [_line(str(i)) for i in range(600)]
+    lines[549] = '{"event_type": "order.created", "event_id": "549", "payload": [1]}\n'
+    result = ledger_cmd("admit", "w", "-", stdin="".join(lines))
+    assert result.returncode == 2
+    assert "line 550" in result.stderr
+    # The first batch (lines 1-500) was recorded; the batch holding line 550 was not.
+    assert _counts(result.stdout)["ADMITTED"] == 500
+    receipt = json.loads(ledger_cmd("receipt", "w").stdout)
+    assert receipt["counts"]["admitted"] == 500
+
+
+def test_close_then_receipt_in_markdown_and_verify_tell_the_same_story(ledger_cmd):
+    stdin = _line("a") + _line("b") + _line("a") + _line("b", {"changed": True})
+    assert ledger_cmd("admit", "w", "-", stdin=stdin).returncode == 0
+    closed = ledger_cmd("close", "w")
+    assert closed.returncode == 0, closed.stderr
+    receipt = json.loads(closed.stdout)
+    assert receipt["status"] == "CLOSED" and receipt["gate"] == "PASS"
+    assert receipt["counts"]["admitted"] == 2
+    assert receipt["counts"]["duplicates"] == 1
+    assert receipt["counts"]["quarantined"] == 1
+    markdown = ledger_cmd("receipt", "w", "--format", "md").stdout
+    assert markdown.startswith("# Receipt for window `w`")
+    assert "| Quarantined (same identity, different payload) | 1 |" in markdown
+    assert receipt["chain_head"] in markdown
+    verified = ledger_cmd("verify", "w")
+    assert verified.returncode == 0
+    assert json.loads(verified.stdout)["head"] == receipt["chain_head"]
+
+
+def test_anything_but_an_exact_duplicate_after_close_is_refused(ledger_cmd):
+    ledger_cmd("admit", "w", "-", stdin=_line("a"))
+    ledger_cmd("close", "w")
+    again = ledger_cmd("admit", "w", "-", stdin=_line("a"))
+    assert again.returncode == 0 and _counts(again.stdout)["DUPLICATE"] == 1
+    refused = ledger_cmd("admit", "w", "-", stdin=_line("new"))
+    assert refused.returncode == 1
+    assert "window_closed" in refused.stderr
+
+
+def test_verify_exits_one_and_names_the_version_when_a_stored_event_was_edited(
+    ledger_cmd, database_url
+):
+    ledger_cmd("admit", "w", "-", stdin=_line("a") + _line("b") + _line("c"))
+    _tamper(database_url, version=3)
+    result = ledger_cmd("verify", "w")
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["first_bad_version"] == 3
+    assert "version 3" in result.stderr
+
+
+def test_an_unknown_window_is_an_error_not_a_crash(ledger_cmd):
+    result = ledger_cmd("receipt", "nope")
+    assert result.returncode == 1
+    assert "window_not_found" in result.stderr
+
+
+def _tamper(database_url: str, version: int) -> None:
+    old, new = b'"payload":{"n":"b"}', b'"payload":{"n":"B"}'
+    if database_url.startswith("sqlite"):
+        import sqlite3
+
+        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as conn:
+            (state,) = conn.execute(
+                "SELECT state FROM stored_events WHERE originator_version = ?", (version,)
+            ).fetchone()
+            assert old in state
+            conn.execute(
+                "UPDATE stored_events SET state = ? WHERE originator_version = ?",
+                (state.replace(old, new), version),
+            )
+    else:
+        import psycopg
+
+        with psycopg.connect(database_url) as conn:
+            (state,) = conn.execute(
+                "SELECT state FROM ledger_events WHERE originator_version = %s", (version,)
+            ).fetchone()
+            assert old in bytes(state)
+            conn.execute(
+                "UPDATE ledger_events SET state = %s WHERE originator_version = %s",
+                (bytes(state).replace(old, new), version),
+            )
