@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -11,12 +12,16 @@ import msgspec
 from ledger.errors import InvalidAdmission, PayloadTooLarge
 from ledger.jcs import CanonicalizationError, canonicalize, sha256_hex
 
-NAME_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+# (?!\n) before $: Python's $ also matches before a final newline ("abc\n" must not pass);
+# the pattern stays valid ECMAScript for the OpenAPI document.
+NAME_PATTERN = r"^[A-Za-z0-9._:-]{1,128}(?!\n)$"
+_NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+MAX_EVENT_ID = 256
 MAX_BATCH = 1000
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 
 Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
-EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EVENT_ID)]
 
 
 class SourceIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -42,14 +47,34 @@ class Admission:
     payload_hash: str
 
 
+def _check_name(what: str, value: object) -> None:
+    if not isinstance(value, str) or _NAME.fullmatch(value) is None:
+        shown = value[:140] if isinstance(value, str) else type(value).__name__
+        raise InvalidAdmission(f"{what} {shown!r} must match [A-Za-z0-9._:-]{{1,128}}")
+
+
 def check_window_id(window_id: str) -> str:
-    try:
-        msgspec.convert(window_id, Name)
-    except msgspec.ValidationError:
-        raise InvalidAdmission(
-            f"window_id {window_id[:140]!r} must match [A-Za-z0-9._:-]{{1,128}}"
-        ) from None
+    _check_name("window_id", window_id)
     return window_id
+
+
+def _check_item(index: int, item: AdmissionIn) -> None:
+    """The same rules the JSON decoder applies, for callers that build AdmissionIn in Python."""
+    _check_name(f"events[{index}].event_type", item.event_type)
+    if not isinstance(item.event_id, str) or not 1 <= len(item.event_id) <= MAX_EVENT_ID:
+        raise InvalidAdmission(f"events[{index}].event_id must be 1 to {MAX_EVENT_ID} characters")
+    if not isinstance(item.payload, dict):
+        raise InvalidAdmission(f"events[{index}].payload must be a JSON object")
+    source = item.source
+    if source is not None and not (
+        isinstance(source, SourceIn)
+        and isinstance(source.partition, str)
+        and type(source.offset) is int
+        and source.offset >= 0
+    ):
+        raise InvalidAdmission(
+            f'events[{index}].source must be {{"partition": string, "offset": integer >= 0}}'
+        )
 
 
 def identity_of(window_id: str, event_type: str, event_id: str) -> str:
@@ -68,6 +93,7 @@ def prepare(
         raise InvalidAdmission(f"a batch holds 1 to {MAX_BATCH} events, not {len(items)}")
     prepared = []
     for index, item in enumerate(items):
+        _check_item(index, item)
         try:
             canonical = canonicalize(item.payload)
         except CanonicalizationError as exc:

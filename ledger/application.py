@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator, Sequence
+from copy import deepcopy
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -17,7 +18,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, StoredEvent, Transcoder
 from eventsourcing.utils import resolve_topic
 
-from ledger.admissions import Admission
+from ledger.admissions import Admission, identity_of
 from ledger.domain import (
     GENESIS_DIGEST,
     META_KEYS,
@@ -26,15 +27,18 @@ from ledger.domain import (
     format_recorded_at,
     window_uuid,
 )
-from ledger.errors import Contention, WindowClosed, WindowNotFound
+from ledger.errors import BusLedgerMismatch, Contention, WindowClosed, WindowNotFound
 from ledger.infrastructure.recorders import IdentityIndex, IndexChange
 from ledger.infrastructure.transcoder import JSONStateTranscoder
+from ledger.jcs import CanonicalizationError, canonicalize, sha256_hex
 from ledger.publishing import (
     EmbeddedPublisher,
+    InspectableBus,
     OutgoingMessage,
     Published,
     Publisher,
     PublishOutcome,
+    Superseded,
 )
 from ledger.verdicts import Action, IdentityState, Known, Verdict, classify
 
@@ -79,6 +83,10 @@ class Verification:
         }
 
 
+class StaleWindow(Exception):
+    """Another process moved the window on between our reads: re-run the command."""
+
+
 @lru_cache(maxsize=64)
 def _type_name(topic: str) -> str:
     return str(resolve_topic(topic).__name__)
@@ -93,14 +101,14 @@ class Ledger(Application[UUID]):
         self.index: IdentityIndex = self.recorder  # type: ignore[assignment]
         # One writer per window in this process; other processes are caught by version
         # conflicts. Striped, so memory stays bounded however many windows there are.
-        self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
+        self._locks = [threading.RLock() for _ in range(_LOCK_STRIPES)]
 
     def construct_transcoder(self) -> Transcoder:
         return JSONStateTranscoder()
 
     # --- helpers ------------------------------------------------------------------------
 
-    def _lock(self, window_id: str) -> threading.Lock:
+    def _lock(self, window_id: str) -> threading.RLock:
         return self._locks[hash(window_id) % _LOCK_STRIPES]
 
     def _find(self, window_id: str) -> Window | None:
@@ -123,7 +131,7 @@ class Ledger(Application[UUID]):
             for _ in range(MAX_ATTEMPTS):
                 try:
                     return command()
-                except IntegrityError:
+                except (IntegrityError, StaleWindow):
                     self._evict(window_id)
                 except BaseException:
                     self._evict(window_id)
@@ -132,11 +140,19 @@ class Ledger(Application[UUID]):
                 f"window {window_id!r} kept changing under this command; nothing was recorded"
             )
 
-    def get_window(self, window_id: str) -> Window:
+    def _window(self, window_id: str) -> Window:
+        """The cached window itself: only for commands, which hold the window's lock."""
         window = self._find(window_id)
         if window is None:
             raise WindowNotFound(f"no window {window_id!r}")
         return window
+
+    def get_window(self, window_id: str) -> Window:
+        """A snapshot for readers. The cache hands out the live object (no deep copy), and a
+        read that fast-forwarded it in the middle of another thread's command would let that
+        command append on top of a version it never judged against: so take the lock, copy."""
+        with self._lock(window_id):
+            return deepcopy(self._window(window_id))
 
     # --- commands -----------------------------------------------------------------------
 
@@ -150,6 +166,11 @@ class Ledger(Application[UUID]):
 
         if window is not None and window.is_closed:
             return self._judge_closed(window_id, admissions, known)
+        # The index is read after the window, so it is never older; if it is newer (another
+        # process committed in between), judging now would build on a stale window: re-run.
+        pending = window.pending if window is not None else {}
+        if any(k.state is IdentityState.UNKNOWN and i not in pending for i, k in known.items()):
+            raise StaleWindow(window_id)
 
         # Plan: the first arrival of each identity that needs the bus is published, in order.
         to_publish: dict[str, Admission] = {}
@@ -250,6 +271,32 @@ class Ledger(Application[UUID]):
                 )
             admitted = Known(IdentityState.ADMITTED, a.payload_hash, outcome.offset)
             return Verdict.ADMITTED, outcome.offset, admitted
+        if isinstance(outcome, Superseded):
+            original = outcome.original.message
+            if was_unknown or original is None:
+                return Verdict.PUBLISH_UNKNOWN, None, None
+            # Another writer published this identity first with another payload and has not
+            # recorded it here: the bus's message is the truth; adopt it, judge ours against it.
+            window.admit(
+                identity=original.identity,
+                event_type=original.event_type,
+                event_id=original.event_id,
+                payload=original.payload,
+                payload_hash=original.payload_hash,
+                offset=outcome.offset,
+                source=None,
+            )
+            window.quarantine(
+                identity=a.identity,
+                event_type=a.event_type,
+                event_id=a.event_id,
+                original_hash=original.payload_hash,
+                received_hash=a.payload_hash,
+                received_payload=a.payload,
+                source=a.source,
+            )
+            adopted = Known(IdentityState.ADMITTED, original.payload_hash, outcome.offset)
+            return Verdict.QUARANTINED, None, adopted
         if was_unknown:
             return Verdict.PUBLISH_UNKNOWN, None, None
         window.record_publish_unknown(
@@ -295,10 +342,14 @@ class Ledger(Application[UUID]):
         """Close the window (refused while anything is UNKNOWN); closing again records nothing."""
 
         def command() -> dict[str, Any]:
-            window = self.get_window(window_id)
+            window = self._window(window_id)
             if not window.is_closed:
                 if window.pending:  # refuse before paying for the chain check
                     window.close()
+                if isinstance(self.publisher, InspectableBus):
+                    on_bus = self.publisher.count(window_id)
+                    if on_bus != window.admitted:
+                        raise BusLedgerMismatch(window_id, on_bus, window.admitted)
                 check = self.verify(window_id)
                 intact = check.ok and check.head == window.chain_head
                 window.close(chain_verified=intact, first_bad_version=check.first_bad_version)
@@ -308,52 +359,145 @@ class Ledger(Application[UUID]):
         result: dict[str, Any] = self._run(window_id, command)
         return result
 
-    def reconcile(self, window_id: str) -> dict[str, list[str]]:
-        """Re-publish each UNKNOWN identity with its message id; record what the bus answers."""
+    def reconcile(self, window_id: str) -> dict[str, Any]:
+        """Resolve the window against the bus.
 
-        def command() -> dict[str, list[str]]:
-            window = self.get_window(window_id)
-            pending = list(window.pending)
-            if not pending or window.is_closed:
-                return {"reconciled": [], "still_unknown": pending}
-            unknowns = [self._publish_unknown_event(window, i) for i in pending]
-            outcomes = self.publisher.publish(
-                window_id,
-                [
-                    OutgoingMessage(
-                        window_id,
-                        e["identity"],
-                        e["event_type"],
-                        e["event_id"],
-                        e["payload"],
-                        e["payload_hash"],
-                    )
-                    for e in unknowns
-                ],
-                window.admitted + 1,
-            )
-            reconciled, still_unknown, changes = [], [], []
-            for e, outcome in zip(unknowns, outcomes, strict=True):
-                if isinstance(outcome, Published):
-                    window.reconcile(identity=e["identity"], offset=outcome.offset)
-                    reconciled.append(e["identity"])
-                    changes.append(
-                        IndexChange(
-                            window_id,
-                            e["identity"],
-                            e["payload_hash"],
-                            IdentityState.ADMITTED,
-                            outcome.offset,
-                        )
-                    )
-                else:
-                    still_unknown.append(e["identity"])
+        Each UNKNOWN identity is re-published with its message id (the bus answers the stored
+        sequence if it had it); then, where the bus can be inspected and holds more messages
+        than the ledger admitted, the messages the ledger lacks (a publish whose answer was
+        lost in a crash) are adopted from the messages themselves.
+        """
+
+        def command() -> dict[str, Any]:
+            window = self._window(window_id)
+            if window.is_closed:
+                return {"reconciled": [], "still_unknown": [], "adopted": [], "unadoptable": []}
+            changes: list[IndexChange] = []
+            reconciled, still_unknown = self._republish_pending(window, changes)
+            adopted, unadoptable = self._adopt_from_bus(window, changes)
             if changes:
                 self.save(window, index_changes=changes)
-            return {"reconciled": reconciled, "still_unknown": still_unknown}
+            return {
+                "reconciled": reconciled,
+                "still_unknown": still_unknown,
+                "adopted": adopted,
+                "unadoptable": unadoptable,
+            }
 
-        result: dict[str, list[str]] = self._run(window_id, command)
+        result: dict[str, Any] = self._run(window_id, command)
         return result
+
+    def _republish_pending(
+        self, window: Window, changes: list[IndexChange]
+    ) -> tuple[list[str], list[str]]:
+        if not window.pending:
+            return [], []
+        unknowns = [self._publish_unknown_event(window, i) for i in window.pending]
+        messages = [
+            OutgoingMessage(
+                window.window_id,
+                e["identity"],
+                e["event_type"],
+                e["event_id"],
+                e["payload"],
+                e["payload_hash"],
+            )
+            for e in unknowns
+        ]
+        outcomes = self.publisher.publish(window.window_id, messages, window.admitted + 1)
+        reconciled, still_unknown = [], []
+        for m, outcome in zip(messages, outcomes, strict=True):
+            if isinstance(outcome, Published):
+                window.reconcile(identity=m.identity, offset=outcome.offset)
+                reconciled.append(m.identity)
+                changes.append(
+                    IndexChange(
+                        window.window_id,
+                        m.identity,
+                        m.payload_hash,
+                        IdentityState.ADMITTED,
+                        outcome.offset,
+                    )
+                )
+            else:
+                still_unknown.append(m.identity)
+        return reconciled, still_unknown
+
+    def _adopt_from_bus(
+        self, window: Window, changes: list[IndexChange]
+    ) -> tuple[list[str], list[dict[str, Any]]]:
+        bus = self.publisher
+        if not isinstance(bus, InspectableBus) or bus.count(window.window_id) == window.admitted:
+            return [], []
+        held = list(bus.messages(window.window_id))
+        known = self.index.lookup_identities(window.window_id, (m.identity for m in held))
+        known.update({c.identity: Known(IdentityState.ADMITTED, c.payload_hash) for c in changes})
+        adopted: list[str] = []
+        unadoptable: list[dict[str, Any]] = []
+        for held_message in held:
+            k = known.get(held_message.identity)
+            if k is not None and k.state is not IdentityState.ABSENT:
+                if k.state is IdentityState.ADMITTED and k.offset not in (
+                    None,
+                    held_message.offset,
+                ):
+                    unadoptable.append(
+                        {
+                            "offset": held_message.offset,
+                            "identity": held_message.identity,
+                            "reason": f"second message for an identity admitted at {k.offset}",
+                        }
+                    )
+                continue
+            m = held_message.message
+            problem = self._not_adoptable(window.window_id, held_message)
+            if m is None or problem:
+                unadoptable.append(
+                    {
+                        "offset": held_message.offset,
+                        "identity": held_message.identity,
+                        "reason": problem or "message body is not a ledger admission",
+                    }
+                )
+                continue
+            window.admit(
+                identity=m.identity,
+                event_type=m.event_type,
+                event_id=m.event_id,
+                payload=m.payload,
+                payload_hash=m.payload_hash,
+                offset=held_message.offset,
+                source=None,
+            )
+            known[m.identity] = Known(IdentityState.ADMITTED, m.payload_hash, held_message.offset)
+            changes.append(
+                IndexChange(
+                    window.window_id,
+                    m.identity,
+                    m.payload_hash,
+                    IdentityState.ADMITTED,
+                    held_message.offset,
+                )
+            )
+            adopted.append(m.identity)
+        return adopted, unadoptable
+
+    @staticmethod
+    def _not_adoptable(window_id: str, held: Any) -> str | None:
+        """Adopt only what recomputes: the identity and the hash come from the body itself."""
+        m = held.message
+        if m is None:
+            return None
+        if m.window_id != window_id:
+            return f"message names window {m.window_id!r}"
+        if identity_of(window_id, m.event_type, m.event_id) != held.identity:
+            return "message id is not the identity of its window, event_type and event_id"
+        try:
+            if sha256_hex(canonicalize(m.payload)) != m.payload_hash:
+                return "payload does not hash to its payload_hash"
+        except CanonicalizationError as exc:
+            return f"payload cannot be canonicalized: {exc}"
+        return None
 
     def _publish_unknown_event(self, window: Window, identity: str) -> dict[str, Any]:
         version = window.pending[identity]

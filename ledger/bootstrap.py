@@ -23,8 +23,20 @@ CLOSE_WAIT_SECONDS = 10.0
 def build_publisher(settings: Settings) -> Publisher:
     if settings.publisher == "embedded":
         return EmbeddedPublisher()
+    if settings.publisher.startswith("nats://"):
+        from ledger.infrastructure.nats import JetStreamPublisher, NatsSettings
+
+        return JetStreamPublisher(
+            NatsSettings(
+                url=settings.publisher,
+                stream=settings.nats_stream,
+                subject_prefix=settings.nats_subject_prefix,
+                duplicate_window_seconds=settings.nats_duplicate_window_seconds,
+                publish_timeout_seconds=settings.nats_publish_timeout_seconds,
+            )
+        )
     raise SettingsError(
-        f"LEDGER_PUBLISHER={settings.publisher!r} is not supported; use 'embedded'"
+        f"LEDGER_PUBLISHER must be 'embedded' or nats://host:port, not {settings.publisher!r}"
     )
 
 

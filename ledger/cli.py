@@ -14,14 +14,15 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
+from api.auth import TokenError
 from ledger.admissions import Admission, check_window_id, parse_line, prepare
 from ledger.bootstrap import Services, build_ledger, build_services
 from ledger.errors import InvalidAdmission, LedgerError
 from ledger.receipts import render_markdown
 from ledger.settings import Settings, SettingsError
+from ledger.verdicts import Verdict
 from projections.migrate import SchemaNotCurrent, current_revision, upgrade
 from projections.store import create_read_store
-from ledger.verdicts import Verdict
 
 CLI_BATCH = 500
 EXIT_FAILED = 1
@@ -169,8 +170,10 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     try:
         before = current_revision(store)
         upgrade(store)
-        print(f"read-model schema: {before or 'empty'} -> {current_revision(store)} "
-              f"({settings.describe_database()})")
+        print(
+            f"read-model schema: {before or 'empty'} -> {current_revision(store)} "
+            f"({settings.describe_database()})"
+        )
     finally:
         store.dispose()
     # The write side's tables are created by its recorders; building the ledger makes them.
@@ -184,8 +187,12 @@ def cmd_projections(args: argparse.Namespace) -> int:
         if args.action == "status":
             _print_status(runner.status())
         elif args.action == "rebuild":
-            with tqdm(total=runner.head(), unit="ev", desc=f"rebuilding {args.name or 'all'}",
-                      file=sys.stderr) as bar:
+            with tqdm(
+                total=runner.head(),
+                unit="ev",
+                desc=f"rebuilding {args.name or 'all'}",
+                file=sys.stderr,
+            ) as bar:
 
                 def progress(n: int) -> None:
                     if bar.n + n > bar.total:  # rebuilding several: one pass each
@@ -209,12 +216,48 @@ def _follow(services: Services) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    print(f"following the ledger in {services.settings.describe_database()}; Ctrl-C stops",
-          file=sys.stderr)
+    print(
+        f"following the ledger in {services.settings.describe_database()}; Ctrl-C stops",
+        file=sys.stderr,
+    )
     services.start_following()
     while not stop.wait(5.0):
         lag = max(row["lag"] for row in services.runner.status())
         print(f"lag {lag}", file=sys.stderr)
+    return 0
+
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api import create_app
+    from api.auth import parse_tokens
+
+    settings = Settings.from_env()
+    tokens = parse_tokens(settings.api_tokens)
+    if not tokens and args.host not in LOOPBACK:
+        print(
+            f"error: refusing to bind {args.host}: LEDGER_API_TOKENS is not set, so the API "
+            "has no authentication and serves loopback only. Set tokens or use 127.0.0.1.",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
+    print(f"ledger: data in {settings.describe_database()}", file=sys.stderr)
+    print(f"ledger: publisher {settings.describe_publisher()}", file=sys.stderr)
+    if tokens:
+        print(f"ledger: auth on ({len(tokens)} tokens)", file=sys.stderr)
+    else:
+        print("ledger: auth OFF (LEDGER_API_TOKENS unset): serving loopback only", file=sys.stderr)
+    print(
+        f"ledger: listening on http://{args.host}:{args.port} (API docs at /schema/swagger)",
+        file=sys.stderr,
+    )
+    uvicorn.run(
+        create_app(settings), host=args.host, port=args.port, log_level="warning", access_log=False
+    )
     return 0
 
 
@@ -240,6 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=text)
         command.add_argument("window")
         command.set_defaults(func=func)
+
+    serve = sub.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(func=cmd_serve)
 
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade"])
@@ -272,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     except SchemaNotCurrent as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except TokenError as exc:
+        print(f"error: configuration: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except SettingsError as exc:
         print(f"error: configuration: {exc}", file=sys.stderr)

@@ -53,6 +53,21 @@ class PublishUnknownPending(LedgerError):
         )
 
 
+class BusLedgerMismatch(LedgerError):
+    """Close refused: the bus and the ledger disagree on how many messages the window has."""
+
+    status = 409
+    code = "bus_ledger_mismatch"
+
+    def __init__(self, window_id: str, bus: int, ledger: int) -> None:
+        super().__init__(
+            f"the bus holds {bus} messages for window {window_id!r} but the ledger admitted "
+            f"{ledger}; run reconcile (it adopts messages the ledger lacks) before closing",
+            bus=bus,
+            ledger=ledger,
+        )
+
+
 class PublishRefused(LedgerError):
     """The bus definitely did not take the batch: nothing was recorded, retrying is safe."""
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +29,24 @@ class Unknown:
     reason: str
 
 
-PublishOutcome = Published | Unknown
+@dataclass(frozen=True, slots=True)
+class BusMessage:
+    """A message as the bus holds it; `message` is None when its body is not ours."""
+
+    offset: int
+    identity: str
+    message: OutgoingMessage | None
+
+
+@dataclass(frozen=True, slots=True)
+class Superseded:
+    """The bus already holds this identity with another payload (the first stays the truth)."""
+
+    offset: int
+    original: BusMessage
+
+
+PublishOutcome = Published | Unknown | Superseded
 
 
 class Publisher(Protocol):
@@ -44,6 +61,19 @@ class Publisher(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class InspectableBus(Protocol):
+    """A bus the ledger can check itself against (the embedded publisher *is* the ledger)."""
+
+    def count(self, window_id: str) -> int:
+        """How many messages the bus holds for the window."""
+        ...
+
+    def messages(self, window_id: str) -> Iterator[BusMessage]:
+        """The window's messages in bus order."""
+        ...
 
 
 class EmbeddedPublisher:

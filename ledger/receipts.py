@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-_COUNT_LABELS = [
+COUNT_LABELS = [
     ("admitted", "Admitted (published once, reconciled ones included)"),
     ("duplicates", "Exact duplicates absorbed"),
     ("quarantined", "Quarantined (same identity, different payload)"),
@@ -13,7 +13,7 @@ _COUNT_LABELS = [
     ("pending_unknown", "Still unknown now"),
 ]
 
-_GATE_MEANING = {
+GATE_MEANING = {
     "PASS": "closed, read side agrees with the closing summary, hash chain verified: "
     "downstream may read it",
     "FAIL": "closed, but a check failed: do not read it",
@@ -32,7 +32,7 @@ def render_markdown(receipt: dict[str, Any], reasons: list[str] | None = None) -
         f"# Receipt for window `{receipt['window_id']}`",
         "",
         f"- **Status:** {receipt['status']}",
-        f"- **Gate:** {gate} ({_GATE_MEANING.get(gate, '')})",
+        f"- **Gate:** {gate} ({GATE_MEANING.get(gate, '')})",
         f"- **Opened:** {_or_dash(receipt['opened_at'])}",
         f"- **Closed:** {_or_dash(receipt['closed_at'])}",
         "",
@@ -41,7 +41,7 @@ def render_markdown(receipt: dict[str, Any], reasons: list[str] | None = None) -
         "| what | count |",
         "|---|---:|",
     ]
-    lines += [f"| {label} | {receipt['counts'][key]} |" for key, label in _COUNT_LABELS]
+    lines += [f"| {label} | {receipt['counts'][key]} |" for key, label in COUNT_LABELS]
     bus = receipt["bus_offsets"]
     lines += [
         "",

@@ -22,16 +22,37 @@ class Settings:
     publisher: str = "embedded"
     api_tokens: str = ""
     aggregate_cache_size: int = 1000
+    # NATS JetStream details beyond the contract's one URL (optional, with defaults).
+    nats_stream: str = "LEDGER"
+    nats_subject_prefix: str = "ledger.windows"
+    nats_duplicate_window_seconds: float = 24 * 3600.0
+    nats_publish_timeout_seconds: float = 2.0
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        return cls(
-            database_url=env.get("LEDGER_DATABASE_URL") or DEFAULT_DATABASE_URL,
-            publisher=env.get("LEDGER_PUBLISHER") or "embedded",
-            api_tokens=env.get("LEDGER_API_TOKENS") or "",
-        )
+        try:
+            return cls(
+                database_url=env.get("LEDGER_DATABASE_URL") or DEFAULT_DATABASE_URL,
+                publisher=env.get("LEDGER_PUBLISHER") or "embedded",
+                api_tokens=env.get("LEDGER_API_TOKENS") or "",
+                nats_stream=env.get("LEDGER_NATS_STREAM") or "LEDGER",
+                nats_subject_prefix=env.get("LEDGER_NATS_SUBJECT_PREFIX") or "ledger.windows",
+                nats_duplicate_window_seconds=float(
+                    env.get("LEDGER_NATS_DUPLICATE_WINDOW_SECONDS") or 24 * 3600.0
+                ),
+                nats_publish_timeout_seconds=float(
+                    env.get("LEDGER_NATS_PUBLISH_TIMEOUT_SECONDS") or 2.0
+                ),
+            )
+        except ValueError as exc:
+            raise SettingsError(f"bad number in the LEDGER_NATS_* settings: {exc}") from None
+
+    def describe_publisher(self) -> str:
+        if self.publisher == "embedded":
+            return "embedded (the ledger is the stream; offsets are per-window sequences)"
+        return f"NATS JetStream at {self.publisher}, stream {self.nats_stream}"
 
     @property
     def is_sqlite(self) -> bool:

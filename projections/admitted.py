@@ -52,7 +52,9 @@ class AdmittedProjection:
         if published:
             conn.execute(
                 update(table)
-                .where(and_(table.c.window_id == bindparam("w"), table.c.identity == bindparam("i")))
+                .where(
+                    and_(table.c.window_id == bindparam("w"), table.c.identity == bindparam("i"))
+                )
                 .values(state="ADMITTED", bus_offset=bindparam("o")),
                 [{"w": w, "i": i, "o": o} for (w, i), o in published.items()],
             )

@@ -32,7 +32,9 @@ class ReadModels:
                 .where(receipt_sources.c.window_id == window_id)
                 .order_by(receipt_sources.c.partition)
             )
-            source_offsets = {s.partition: {"min": s.min_offset, "max": s.max_offset} for s in sources}
+            source_offsets = {
+                s.partition: {"min": s.min_offset, "max": s.max_offset} for s in sources
+            }
         return self._receipt(row._mapping, source_offsets)
 
     @staticmethod
@@ -53,13 +55,17 @@ class ReadModels:
     def gate(self, window_id: str) -> dict[str, Any] | None:
         with self.store.reader.connect() as conn:
             row = conn.execute(
-                select(receipts.c.gate, receipts.c.gate_reasons).where(receipts.c.window_id == window_id)
+                select(receipts.c.gate, receipts.c.gate_reasons).where(
+                    receipts.c.window_id == window_id
+                )
             ).first()
         if row is None:
             return None
         return {"window_id": window_id, "status": row.gate, "reasons": json.loads(row.gate_reasons)}
 
-    def windows(self, after: str | None, limit: int | None) -> tuple[list[dict[str, Any]], str | None]:
+    def windows(
+        self, after: str | None, limit: int | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
         n = _limit(limit)
         query = select(receipts).order_by(receipts.c.window_id).limit(n + 1)
         if after:

@@ -12,31 +12,47 @@ from projections.base import ProjectedEvent, to_json
 from projections.tables import receipt_sources, receipts
 from projections.upsert import upsert
 
-COUNT_KEYS = ("admitted", "duplicates", "quarantined", "publish_unknown", "reconciled",
-              "pending_unknown")
+COUNT_KEYS = (
+    "admitted",
+    "duplicates",
+    "quarantined",
+    "publish_unknown",
+    "reconciled",
+    "pending_unknown",
+)
 
 
 def judge_gate(row: dict[str, Any], sources: dict[str, dict[str, int]]) -> tuple[str, list[str]]:
     """The contract's gate (s.4) from a receipt row and its closing summary."""
     if row["status"] != "CLOSED":
         if row["pending_unknown"]:
-            return "BLOCKED", [f"{row['pending_unknown']} identities have an unknown publish outcome"]
+            return "BLOCKED", [
+                f"{row['pending_unknown']} identities have an unknown publish outcome"
+            ]
         return "OPEN", ["window is not closed"]
     summary = json.loads(row["summary"])
     reasons = []
     counts = {k: row[k] for k in COUNT_KEYS}
     if counts != summary["counts"]:
-        reasons.append(f"read-side counts {counts} differ from the closing summary {summary['counts']}")
+        reasons.append(
+            f"read-side counts {counts} differ from the closing summary {summary['counts']}"
+        )
     bus = {"first": row["bus_first"], "last": row["bus_last"]}
     if bus != summary["bus_offsets"]:
-        reasons.append(f"read-side bus offsets {bus} differ from the closing summary {summary['bus_offsets']}")
+        reasons.append(
+            f"read-side bus offsets {bus} differ from the closing summary {summary['bus_offsets']}"
+        )
     if sources != summary["source_offsets"]:
         reasons.append("read-side source offsets differ from the closing summary")
     if row["events"] != summary["events"]:
-        reasons.append(f"read side applied {row['events']} events, the closing summary says {summary['events']}")
+        reasons.append(
+            f"read side applied {row['events']} events, "
+            f"the closing summary says {summary['events']}"
+        )
     if not summary.get("chain_verified", False):
         reasons.append(
-            f"hash chain did not verify at close (first bad version {summary.get('first_bad_version')})"
+            "hash chain did not verify at close "
+            f"(first bad version {summary.get('first_bad_version')})"
         )
     return ("FAIL", reasons) if reasons else ("PASS", [])
 
@@ -79,7 +95,9 @@ class ReceiptsProjection:
         return {p: {"min": lo, "max": hi} for p, (lo, hi) in sorted(window_sources.items())}
 
     @staticmethod
-    def _load(conn: Connection, table: Table, window_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    def _load(
+        conn: Connection, table: Table, window_ids: Sequence[str]
+    ) -> dict[str, dict[str, Any]]:
         result = conn.execute(select(table).where(table.c.window_id.in_(window_ids)))
         return {row.window_id: dict(row._mapping) for row in result}
 
@@ -95,11 +113,24 @@ class ReceiptsProjection:
     @staticmethod
     def _new_row(e: ProjectedEvent) -> dict[str, Any]:
         return {
-            "window_id": e.window_id, "status": "OPEN", "gate": "OPEN", "gate_reasons": "[]",
-            "admitted": 0, "duplicates": 0, "quarantined": 0, "publish_unknown": 0,
-            "reconciled": 0, "pending_unknown": 0, "bus_first": None, "bus_last": None,
-            "opened_at": e.recorded_at, "closed_at": None, "events": 0,
-            "chain_head": "", "summary": None, "last_event_at": None,
+            "window_id": e.window_id,
+            "status": "OPEN",
+            "gate": "OPEN",
+            "gate_reasons": "[]",
+            "admitted": 0,
+            "duplicates": 0,
+            "quarantined": 0,
+            "publish_unknown": 0,
+            "reconciled": 0,
+            "pending_unknown": 0,
+            "bus_first": None,
+            "bus_last": None,
+            "opened_at": e.recorded_at,
+            "closed_at": None,
+            "events": 0,
+            "chain_head": "",
+            "summary": None,
+            "last_event_at": None,
         }
 
     @staticmethod
@@ -138,7 +169,8 @@ class ReceiptsProjection:
             partition, offset = source["partition"], source["offset"]
             current = window_sources.get(partition)
             window_sources[partition] = (
-                [offset, offset] if current is None
+                [offset, offset]
+                if current is None
                 else [min(current[0], offset), max(current[1], offset)]
             )
             touched_sources.add((e.window_id, partition))

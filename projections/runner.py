@@ -15,7 +15,7 @@ from typing import Any
 
 from eventsourcing.persistence import ApplicationRecorder, Notification, Transcoder
 from eventsourcing.utils import resolve_topic
-from sqlalchemy import Connection, MetaData, Table, delete, insert, select, text, update
+from sqlalchemy import Connection, MetaData, delete, insert, select, text, update
 
 from ledger.domain import META_KEYS, format_recorded_at
 from projections.admitted import AdmittedProjection
@@ -163,7 +163,9 @@ class ProjectionRunner:
                 for projection in self.projections:
                     mine = [e for e in events if e.position > positions[projection.name]]
                     if mine:
-                        self._claim(conn, projection.name, positions[projection.name], mine[-1].position)
+                        self._claim(
+                            conn, projection.name, positions[projection.name], mine[-1].position
+                        )
                         projection.apply(conn, mine, {t.name: t for t in projection.tables()})
         except PositionMoved:
             return 0
@@ -248,7 +250,9 @@ class ProjectionRunner:
 
     # --- blue/green rebuild -------------------------------------------------------------
 
-    def rebuild(self, name: str | None = None, progress: Callable[[int], None] | None = None) -> None:
+    def rebuild(
+        self, name: str | None = None, progress: Callable[[int], None] | None = None
+    ) -> None:
         """Rebuild beside the live tables, then switch in one transaction; reads never stop."""
         targets = [p for p in self.projections if name is None or p.name == name]
         if not targets:

@@ -13,7 +13,7 @@ from ledger.settings import Settings
 def sqlalchemy_url(settings: Settings) -> str:
     if settings.is_sqlite:
         return f"sqlite:///{settings.sqlite_path}"
-    scheme, rest = settings.database_url.split("://", 1)
+    rest = settings.database_url.split("://", 1)[1]
     return f"postgresql+psycopg://{rest}"
 
 

@@ -1,9 +1,10 @@
 """Application recorders that also write the identity index in the events' transaction.
 
 The index maps (window_id, identity) -> (payload hash, state, offset). It is what makes a
-verdict one query instead of a replay, and it is a projection of the windows' histories that
-`rebuild_index` can recreate. `Application.save(window, index_changes=[...])` reaches
-`_insert_events` with those rows, so events and index commit or roll back together.
+verdict one query instead of a replay, and it is derivable from the windows' histories.
+`Application.save(window, index_changes=[...])` passes those rows down to the recorder (SQLite:
+`_insert_events`; PostgreSQL: `_insert_stored_events`), so events and index commit or roll back
+together.
 """
 
 from __future__ import annotations
@@ -114,6 +115,10 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
 class LedgerPostgresRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: Any, *, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
+        if self.datastore.enable_db_functions:
+            # The library's database-function insert path skips _insert_stored_events, where
+            # the index is written: refuse rather than silently stop indexing.
+            raise ValueError("POSTGRES_ENABLE_DB_FUNCTIONS is not supported by the ledger")
         prefix = events_table_name.removesuffix("_events")
         self.index_table = f"{prefix}_identity_index"
         self.check_identifier_length(self.index_table)

@@ -1,0 +1,278 @@
+"""One controller per resource. Handlers are sync and run in threads: the ledger is sync."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import Parameter
+from sqlalchemy import text
+
+from api.auth import requires
+from api.metrics import LedgerMetrics
+from api.schemas import (
+    AdmissionRequest,
+    AdmissionResponse,
+    AdmittedPage,
+    ErrorBody,
+    GateNotPassed,
+    GateOut,
+    Health,
+    HistoryPage,
+    QuarantinePage,
+    Receipt,
+    ReconcileOut,
+    VerifyOut,
+    WindowPage,
+)
+from ledger.admissions import check_window_id, prepare
+from ledger.bootstrap import Services
+from ledger.errors import LedgerError, WindowNotFound
+from ledger.receipts import render_markdown
+
+WindowId = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9._:-]{1,128}$", max_length=128)]
+After = Annotated[int | None, Parameter(ge=0, required=False)]
+Limit = Annotated[int, Parameter(ge=1, le=1000)]
+
+
+def _errors(*codes: int) -> dict[int, ResponseSpec]:
+    specs = {code: ResponseSpec(data_container=ErrorBody, description="error") for code in codes}
+    specs[400] = ResponseSpec(data_container=ErrorBody, description="bad input")
+    return specs
+
+
+class GateNotPassedError(LedgerError):
+    status = 409
+    code = "gate_not_passed"
+
+
+class AdmissionsController(Controller):
+    path = "/v1/windows/{window_id:str}/admissions"
+    tags = ["admissions"]
+    guards = [requires("admit")]
+
+    @post(
+        "/",
+        status_code=200,
+        sync_to_thread=True,
+        responses=_errors(401, 403, 409, 413, 503),
+        summary="Admit a batch of events into a window (taken whole or refused whole)",
+    )
+    def admit(
+        self,
+        window_id: WindowId,
+        data: AdmissionRequest,
+        services: Services,
+        metrics: LedgerMetrics,
+    ) -> AdmissionResponse:
+        admissions = prepare(window_id, data.events)
+        results = services.ledger.admit(window_id, admissions)
+        counts = Counter(r.verdict.value for r in results)
+        for verdict, n in counts.items():
+            metrics.admissions.labels(verdict).inc(n)
+        return msgspec.convert(
+            {
+                "window_id": window_id,
+                "results": [r.as_json() for r in results],
+                "counts": dict(counts),
+            },
+            AdmissionResponse,
+        )
+
+
+class WindowsController(Controller):
+    path = "/v1/windows"
+    tags = ["windows"]
+
+    @get(
+        "/",
+        sync_to_thread=True,
+        guards=[requires("read")],
+        responses=_errors(401, 403),
+        summary="List windows",
+    )
+    def list_windows(
+        self, services: Services, after: str | None = None, limit: Limit = 100
+    ) -> WindowPage:
+        items, next_cursor = services.read.windows(after, limit)
+        return msgspec.convert({"items": items, "next": next_cursor}, WindowPage)
+
+    @get(
+        "/{window_id:str}",
+        sync_to_thread=True,
+        guards=[requires("read")],
+        responses=_errors(401, 403, 404),
+        summary="One window's summary (its receipt)",
+    )
+    def get_window(self, window_id: WindowId, services: Services) -> Receipt:
+        return msgspec.convert(services.receipt(check_window_id(window_id)), Receipt)
+
+    @post(
+        "/{window_id:str}/close",
+        status_code=200,
+        sync_to_thread=True,
+        guards=[requires("operate")],
+        responses=_errors(401, 403, 404, 409, 503),
+        summary="Close the window",
+    )
+    def close(self, window_id: WindowId, services: Services) -> Receipt:
+        return msgspec.convert(services.close_window(check_window_id(window_id)), Receipt)
+
+    @get(
+        "/{window_id:str}/receipt",
+        sync_to_thread=True,
+        guards=[requires("read")],
+        responses=_errors(401, 403, 404),
+        summary="The receipt; Accept: text/markdown gives Markdown",
+        media_type="application/json",
+    )
+    def receipt(
+        self, window_id: WindowId, services: Services, request: Request[Any, Any, Any]
+    ) -> Response[Any]:
+        receipt = services.receipt(check_window_id(window_id))
+        if "text/markdown" in request.headers.get("accept", ""):
+            reasons = services.gate(window_id)["reasons"]
+            return Response(render_markdown(receipt, reasons), media_type="text/markdown")
+        return Response(msgspec.convert(receipt, Receipt))
+
+    @get(
+        "/{window_id:str}/gate",
+        sync_to_thread=True,
+        guards=[requires("read")],
+        responses=_errors(401, 403, 404),
+        summary="The window's gate",
+    )
+    def gate(self, window_id: WindowId, services: Services) -> GateOut:
+        return msgspec.convert(services.gate(check_window_id(window_id)), GateOut)
+
+    @get(
+        "/{window_id:str}/admitted",
+        sync_to_thread=True,
+        guards=[requires("read")],
+        responses={
+            **_errors(401, 403, 404),
+            409: ResponseSpec(data_container=GateNotPassed, description="gate is not PASS"),
+        },
+        summary="Admitted events in offset order, only for a PASS window",
+    )
+    def admitted(
+        self, window_id: WindowId, services: Services, after: After = None, limit: Limit = 100
+    ) -> AdmittedPage:
+        gate = services.gate(check_window_id(window_id))
+        if gate["status"] != "PASS":
+            raise GateNotPassedError(
+                f"window {window_id!r} has gate {gate['status']}: no PASS, no read", gate=gate
+            )
+        items, next_cursor = services.read.admitted_events(window_id, after, limit)
+        return msgspec.convert({"items": items, "next": next_cursor}, AdmittedPage)
+
+    @get(
+        "/{window_id:str}/history",
+        sync_to_thread=True,
+        guards=[requires("read")],
+        responses=_errors(401, 403, 404),
+        summary="The window's domain events in order, with their digests",
+    )
+    def history(
+        self, window_id: WindowId, services: Services, after: After = None, limit: Limit = 100
+    ) -> HistoryPage:
+        check_window_id(window_id)
+        items = services.ledger.history(window_id, after=after or 0, limit=limit + 1)
+        if not items and after:
+            services.ledger.history(window_id, after=0, limit=1)  # 404 for an unknown window
+        page = items[:limit]
+        next_cursor = str(page[-1]["version"]) if len(items) > limit else None
+        return msgspec.convert({"items": page, "next": next_cursor}, HistoryPage)
+
+    @get(
+        "/{window_id:str}/verify",
+        sync_to_thread=True,
+        guards=[requires("read")],
+        responses=_errors(401, 403, 404),
+        summary="Recompute the hash chain from the stored events",
+    )
+    def verify(self, window_id: WindowId, services: Services) -> VerifyOut:
+        return msgspec.convert(
+            services.ledger.verify(check_window_id(window_id)).as_json(), VerifyOut
+        )
+
+    @post(
+        "/{window_id:str}/reconcile",
+        status_code=200,
+        sync_to_thread=True,
+        guards=[requires("operate")],
+        responses=_errors(401, 403, 404, 503),
+        summary="Resolve UNKNOWN identities (and adopt lost publishes) through the bus",
+    )
+    def reconcile(self, window_id: WindowId, services: Services) -> ReconcileOut:
+        result = services.ledger.reconcile(check_window_id(window_id))
+        services.catch_up()
+        return msgspec.convert(result, ReconcileOut)
+
+
+class QuarantineController(Controller):
+    path = "/v1/quarantine"
+    tags = ["quarantine"]
+    guards = [requires("read")]
+
+    @get("/", sync_to_thread=True, responses=_errors(401, 403), summary="The quarantine queue")
+    def queue(
+        self,
+        services: Services,
+        window_id: str | None = None,
+        after: After = None,
+        limit: Limit = 100,
+    ) -> QuarantinePage:
+        items, next_cursor = services.read.quarantine_queue(window_id, after, limit)
+        return msgspec.convert({"items": items, "next": next_cursor}, QuarantinePage)
+
+
+class SystemController(Controller):
+    tags = ["system"]
+
+    @get(
+        "/health",
+        sync_to_thread=True,
+        responses={503: ResponseSpec(data_container=ErrorBody, description="storage down")},
+        summary="Liveness and storage reachability",
+    )
+    def health(self, services: Services) -> Health:
+        try:
+            with services.store.reader.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            services.ledger.recorder.max_notification_id()
+        except Exception as exc:
+            raise StorageUnavailable(f"storage is unreachable: {type(exc).__name__}") from None
+        return Health(
+            status="ok",
+            database=services.settings.describe_database(),
+            publisher=services.settings.describe_publisher(),
+        )
+
+    @get(
+        "/metrics",
+        sync_to_thread=True,
+        media_type="text/plain; version=0.0.4",
+        summary="Prometheus metrics",
+    )
+    def metrics(self, metrics: LedgerMetrics) -> Response[bytes]:
+        from prometheus_client import generate_latest
+
+        return Response(generate_latest(metrics.registry), media_type="text/plain; version=0.0.4")
+
+
+class StorageUnavailable(LedgerError):
+    status = 503
+    code = "storage_unavailable"
+
+
+__all__ = [
+    "AdmissionsController",
+    "QuarantineController",
+    "SystemController",
+    "WindowNotFound",
+    "WindowsController",
+]

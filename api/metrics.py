@@ -1,0 +1,91 @@
+"""Prometheus metrics: counters kept as requests happen, gauges read from the read side."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from litestar.types import ASGIApp, Message, Receive, Send
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+
+from ledger.bootstrap import Services
+from projections.tables import receipts
+
+
+class LedgerMetrics:
+    def __init__(self, services: Services) -> None:
+        self.registry = CollectorRegistry()
+        self.admissions = Counter(
+            "ledger_admissions",
+            "Admissions answered, by verdict",
+            ["verdict"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "ledger_http_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route", "status"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.registry.register(_ReadSideCollector(services))
+
+    def middleware(self, app: ASGIApp) -> ASGIApp:
+        async def measure(scope: Any, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            started = time.perf_counter()
+            status = 500
+
+            async def remember_status(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
+            try:
+                await app(scope, receive, remember_status)
+            finally:
+                handler = scope.get("route_handler")
+                route = next(iter(handler.paths), "?") if handler is not None else "unmatched"
+                self.latency.labels(scope["method"], route, str(status)).observe(
+                    time.perf_counter() - started
+                )
+
+        return measure
+
+
+class _ReadSideCollector(Collector):
+    """Pending unknowns, projection lag and windows by gate, read when scraped."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def collect(self) -> Iterator[Metric]:
+        pending = GaugeMetricFamily("ledger_pending_unknown", "Identities whose publish is UNKNOWN")
+        by_gate = GaugeMetricFamily("ledger_windows", "Windows by gate status", labels=["gate"])
+        lag = GaugeMetricFamily(
+            "ledger_projection_lag_events",
+            "Events the projection has yet to apply",
+            labels=["projection"],
+        )
+        with self.services.store.reader.connect() as conn:
+            total: Any = conn.execute(
+                select(func.coalesce(func.sum(receipts.c.pending_unknown), 0))
+            )
+            pending.add_metric([], float(total.scalar() or 0))
+            counts: dict[str, int] = dict(
+                conn.execute(select(receipts.c.gate, func.count()).group_by(receipts.c.gate)).all()
+            )
+        for gate in ("OPEN", "BLOCKED", "PASS", "FAIL"):
+            by_gate.add_metric([gate], float(counts.get(gate, 0)))
+        for row in self.services.runner.status():
+            lag.add_metric([row["name"]], float(row["lag"]))
+        yield pending
+        yield by_gate
+        yield lag

@@ -1,0 +1,168 @@
+"""Request and response bodies (contract s.6) as msgspec Structs: they are the OpenAPI schema."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from ledger.admissions import MAX_BATCH, AdmissionIn
+
+Verdict = Literal["ADMITTED", "DUPLICATE", "QUARANTINED", "PUBLISH_UNKNOWN"]
+Gate = Literal["OPEN", "BLOCKED", "PASS", "FAIL"]
+
+
+class AdmissionRequest(msgspec.Struct, forbid_unknown_fields=True):
+    events: Annotated[list[AdmissionIn], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+class AdmissionResultOut(msgspec.Struct):
+    event_type: str
+    event_id: str
+    identity: str
+    payload_hash: str
+    verdict: Verdict
+    offset: int | None
+
+
+class AdmissionResponse(msgspec.Struct):
+    window_id: str
+    results: list[AdmissionResultOut]
+    counts: dict[str, int]
+
+
+class Counts(msgspec.Struct):
+    admitted: int
+    duplicates: int
+    quarantined: int
+    publish_unknown: int
+    reconciled: int
+    pending_unknown: int
+
+
+class BusOffsets(msgspec.Struct):
+    first: int | None
+    last: int | None
+
+
+class OffsetRange(msgspec.Struct):
+    min: int
+    max: int
+
+
+class Receipt(msgspec.Struct):
+    window_id: str
+    status: Literal["OPEN", "CLOSED"]
+    gate: Gate
+    counts: Counts
+    bus_offsets: BusOffsets
+    source_offsets: dict[str, OffsetRange]
+    opened_at: str
+    closed_at: str | None
+    events: int
+    chain_head: str
+
+
+class GateOut(msgspec.Struct):
+    window_id: str
+    status: Gate
+    reasons: list[str]
+
+
+class WindowItem(msgspec.Struct):
+    window_id: str
+    status: Literal["OPEN", "CLOSED"]
+    gate: Gate
+    counts: Counts
+
+
+class WindowPage(msgspec.Struct):
+    items: list[WindowItem]
+    next: str | None
+
+
+class AdmittedEvent(msgspec.Struct):
+    offset: int
+    event_type: str
+    event_id: str
+    identity: str
+    payload_hash: str
+    payload: dict[str, Any]
+    source: dict[str, Any] | None
+
+
+class AdmittedPage(msgspec.Struct):
+    items: list[AdmittedEvent]
+    next: str | None
+
+
+class HistoryEvent(msgspec.Struct):
+    version: int
+    type: str
+    recorded_at: str
+    fields: dict[str, Any]
+    prev_digest: str
+    digest: str
+
+
+class HistoryPage(msgspec.Struct):
+    items: list[HistoryEvent]
+    next: str | None
+
+
+class VerifyOut(msgspec.Struct):
+    ok: bool
+    events: int
+    head: str
+    first_bad_version: int | None
+
+
+class Unadoptable(msgspec.Struct):
+    offset: int
+    identity: str
+    reason: str
+
+
+class ReconcileOut(msgspec.Struct):
+    reconciled: list[str]
+    still_unknown: list[str]
+    adopted: list[str]
+    unadoptable: list[Unadoptable]
+
+
+class QuarantineItem(msgspec.Struct):
+    window_id: str
+    event_type: str
+    event_id: str
+    identity: str
+    original_hash: str
+    original_payload: dict[str, Any] | None
+    received_hash: str
+    received_payload: dict[str, Any]
+    occurrences: int
+    first_seen: str
+    last_seen: str
+
+
+class QuarantinePage(msgspec.Struct):
+    items: list[QuarantineItem]
+    next: str | None
+
+
+class Health(msgspec.Struct):
+    status: Literal["ok"]
+    database: str
+    publisher: str
+
+
+class ErrorBody(msgspec.Struct):
+    """Every error: a code clients switch on and a sentence people read (plus context)."""
+
+    error: str
+    detail: str
+
+
+class GateNotPassed(msgspec.Struct):
+    error: Literal["gate_not_passed"]
+    detail: str
+    gate: GateOut
