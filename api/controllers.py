@@ -70,6 +70,7 @@ class AdmissionsController(Controller):
     ) -> AdmissionResponse:
         admissions = prepare(window_id, data.events)
         results = services.ledger.admit(window_id, admissions)
+        services.runner.wake()  # the read side applies it now rather than at the next poll
         counts = Counter(r.verdict.value for r in results)
         for verdict, n in counts.items():
             metrics.admissions.labels(verdict).inc(n)
