@@ -15,7 +15,8 @@ from typing import Any
 
 from eventsourcing.persistence import ApplicationRecorder, Notification, Transcoder
 from eventsourcing.utils import resolve_topic
-from sqlalchemy import Connection, MetaData, delete, insert, select, text, update
+from sqlalchemy import Connection, MetaData, Table, delete, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from ledger.domain import META_KEYS, format_recorded_at
 from projections.admitted import AdmittedProjection
@@ -29,6 +30,11 @@ log = logging.getLogger(__name__)
 
 PAGE = 1000
 NEXT = "__next"
+
+
+def _insert_ignoring_conflicts(conn: Connection, table: Table) -> Any:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()
 
 
 class PositionMoved(Exception):
@@ -62,6 +68,7 @@ class ProjectionRunner:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._advanced = threading.Condition()
+        self._tracking_ready = False
 
     # --- positions ----------------------------------------------------------------------
 
@@ -82,13 +89,17 @@ class ProjectionRunner:
             for name, position in self.positions().items()
         ]
 
+    def _ensure_tracking(self, names: Sequence[str]) -> None:
+        """Tracking rows exist before anyone claims them, so a claim is always one
+        compare-and-set UPDATE (two runners inserting the same row would collide instead)."""
+        with self.store.writer.begin() as conn:
+            conn.execute(
+                _insert_ignoring_conflicts(conn, tracking),
+                [{"name": name, "position": 0} for name in names],
+            )
+
     @staticmethod
     def _claim(conn: Connection, name: str, old: int, new: int) -> None:
-        if old == 0:
-            exists = conn.execute(select(tracking.c.position).where(tracking.c.name == name))
-            if exists.first() is None:
-                conn.execute(insert(tracking).values(name=name, position=new))
-                return
         moved = conn.execute(
             update(tracking)
             .where(tracking.c.name == name, tracking.c.position == old)
@@ -122,7 +133,7 @@ class ProjectionRunner:
             }
             fresh = [o for o in opened if o["window_uuid"] not in existing]
             if fresh:
-                conn.execute(insert(window_names), fresh)
+                conn.execute(_insert_ignoring_conflicts(conn, window_names), fresh)
         missing = {str(n.originator_id) for n in notifications} - self._names.keys()
         if missing:
             for row in conn.execute(
@@ -152,21 +163,26 @@ class ProjectionRunner:
 
     def step(self) -> int:
         """Apply the next page of the log to every projection behind it; return its size."""
+        if not self._tracking_ready:
+            self._ensure_tracking([p.name for p in self.projections])
+            self._tracking_ready = True
         positions = self.positions()
         start = min(positions.values())
         notifications = self._read(start, self.page)
         if not notifications:
             return 0
+        last = notifications[-1].id
+        behind = [p for p in self.projections if positions[p.name] < last]
         try:
             with self.store.writer.begin() as conn:
+                # Claim first: every writer takes the tracking rows before anything else, in
+                # the same order, so runners and the rebuild's switch cannot deadlock.
+                for projection in behind:
+                    self._claim(conn, projection.name, positions[projection.name], last)
                 events = self._decode(conn, notifications)
-                for projection in self.projections:
+                for projection in behind:
                     mine = [e for e in events if e.position > positions[projection.name]]
-                    if mine:
-                        self._claim(
-                            conn, projection.name, positions[projection.name], mine[-1].position
-                        )
-                        projection.apply(conn, mine, {t.name: t for t in projection.tables()})
+                    projection.apply(conn, mine, {t.name: t for t in projection.tables()})
         except PositionMoved:
             return 0
         with self._advanced:
@@ -267,10 +283,12 @@ class ProjectionRunner:
         for table in shadow.values():
             table.indexes.clear()  # bulk-load without secondary indexes; made at the switch
         next_name = projection.name + NEXT
+        self._ensure_tracking([projection.name])
         with self.store.writer.begin() as conn:
             shadow_meta.drop_all(conn)
             shadow_meta.create_all(conn)
             conn.execute(delete(tracking).where(tracking.c.name == next_name))
+            conn.execute(insert(tracking).values(name=next_name, position=0))
         position = 0
         while True:
             notifications = self._read(position, self.page)
@@ -284,11 +302,13 @@ class ProjectionRunner:
             if progress:
                 progress(len(events))
         with self.store.writer.begin() as conn:
-            live_position = conn.execute(
-                select(tracking.c.position).where(tracking.c.name == projection.name)
-            ).scalar()
-            # Claim the live row first (runners take it first too), then finish the shadow.
-            self._claim(conn, projection.name, live_position or 0, live_position or 0)
+            # Lock the live row first (runners claim it first too): a follower's next claim
+            # waits for the switch, then finds the position moved and re-reads.
+            conn.execute(
+                select(tracking.c.position)
+                .where(tracking.c.name == projection.name)
+                .with_for_update()
+            )
             while notifications := self._read(position, self.page):
                 events = self._decode(conn, notifications)
                 projection.apply(conn, events, shadow)

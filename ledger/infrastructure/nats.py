@@ -79,7 +79,12 @@ class JetStreamPublisher:
     # --- plumbing -----------------------------------------------------------------------
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout)
+        except BaseException:
+            future.cancel()  # never leave the coroutine running (e.g. a connect retrying)
+            raise
 
     def subject(self, window_id: str) -> str:
         return f"{self.settings.subject_prefix}.{subject_token(window_id)}"
@@ -90,9 +95,13 @@ class JetStreamPublisher:
         Raises PublishRefused when the server cannot be reached: nothing was sent.
         """
         with self._connect_lock:
+            if self._nc is not None and self._nc.is_closed:
+                self._nc, self._js = None, None
             if self._nc is None:
                 try:
-                    self._run(self._connect(), self.settings.connect_timeout_seconds * 3)
+                    # With unlimited reconnects nats-py retries even the first connect forever:
+                    # bound it here (the timed-out attempt is cancelled, not left running).
+                    self._run(self._connect(), self.settings.connect_timeout_seconds * 2)
                 except Exception as exc:
                     self._nc, self._js = None, None
                     raise PublishRefused(
@@ -136,6 +145,8 @@ class JetStreamPublisher:
                 log.warning("closing the NATS connection failed", exc_info=True)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     # --- publishing ---------------------------------------------------------------------
 
