@@ -7,6 +7,7 @@ the test suite checks it against the `rfc8785` package and the RFC's own vectors
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from decimal import Decimal
 from json.encoder import encode_basestring
@@ -113,12 +114,40 @@ def _utf16_key(key: object) -> bytes:
         raise CanonicalizationError("object key is not valid Unicode") from exc
 
 
+_fast_encode = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False
+).encode
+
+
+def _plain(value: Any) -> bool:
+    """True when the C-accelerated stdlib encoder writes exactly the RFC 8785 text: no floats
+    (ECMAScript number formatting differs), integers in the safe range, and keys within the
+    BMP (where code point order equals UTF-16 code unit order)."""
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return bool(-MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER)
+    if kind is dict:
+        return all(
+            type(k) is str and (k.isascii() or max(k) <= "\uffff") and _plain(v)
+            for k, v in value.items()
+        )
+    if kind is list or kind is tuple:
+        return all(_plain(v) for v in value)
+    return False
+
+
 def canonicalize(value: Any) -> bytes:
     """The RFC 8785 canonical UTF-8 bytes of a JSON value."""
-    out: list[str] = []
-    _serialize(value, out)
+    if _plain(value):
+        text = _fast_encode(value)
+    else:
+        out: list[str] = []
+        _serialize(value, out)
+        text = "".join(out)
     try:
-        return "".join(out).encode("utf-8")
+        return text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise CanonicalizationError("text contains a lone surrogate (not valid Unicode)") from exc
 

@@ -11,8 +11,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
+import msgspec
 from eventsourcing.persistence import ApplicationRecorder, Notification, Transcoder
 from eventsourcing.utils import resolve_topic
 from sqlalchemy import Connection, MetaData, Table, delete, insert, select, text, update
@@ -29,12 +31,23 @@ from projections.tables import tracking, window_names
 log = logging.getLogger(__name__)
 
 PAGE = 1000
+REBUILD_COMMIT_SECONDS = 0.25
 NEXT = "__next"
 
 
 def _insert_ignoring_conflicts(conn: Connection, table: Table) -> Any:
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     return dialect.insert(table).on_conflict_do_nothing()
+
+
+_decode_state = msgspec.json.Decoder().decode
+
+
+def _recorded_at(stamp: str) -> str:
+    """The contract's recorded_at from the stored timestamp text, parsing only when needed."""
+    if len(stamp) == 27 and stamp[-1] == "Z":  # already YYYY-MM-DDTHH:MM:SS.ffffffZ
+        return stamp
+    return format_recorded_at(datetime.fromisoformat(stamp))
 
 
 class PositionMoved(Exception):
@@ -114,44 +127,41 @@ class ProjectionRunner:
         return list(self.recorder.select_notifications(after, limit, inclusive_of_start=False))
 
     def _decode(self, conn: Connection, notifications: list[Notification]) -> list[ProjectedEvent]:
-        states = [self.transcoder.decode(n.state) for n in notifications]
+        keys = [str(n.originator_id) for n in notifications]
+        # Plain JSON, not the transcoder: projections want the stored text of the timestamp.
+        states = [_decode_state(n.state) for n in notifications]
         opened = []
-        for n, state in zip(notifications, states, strict=True):
-            key = str(n.originator_id)
+        for n, key, state in zip(notifications, keys, states, strict=True):
             if n.originator_version == 1 and "window_id" in state:
                 if key not in self._names:
                     opened.append({"window_uuid": key, "window_id": state["window_id"]})
                 self._names[key] = state["window_id"]
         if opened:
-            existing = {
-                row.window_uuid
-                for row in conn.execute(
-                    select(window_names.c.window_uuid).where(
-                        window_names.c.window_uuid.in_([o["window_uuid"] for o in opened])
-                    )
-                )
-            }
-            fresh = [o for o in opened if o["window_uuid"] not in existing]
-            if fresh:
-                conn.execute(_insert_ignoring_conflicts(conn, window_names), fresh)
-        missing = {str(n.originator_id) for n in notifications} - self._names.keys()
+            conn.execute(_insert_ignoring_conflicts(conn, window_names), opened)
+        missing = set(keys) - self._names.keys()
         if missing:
             for row in conn.execute(
                 select(window_names).where(window_names.c.window_uuid.in_(missing))
             ):
                 self._names[row.window_uuid] = row.window_id
-        return [
-            ProjectedEvent(
-                position=n.id,
-                window_id=self._names[str(n.originator_id)],
-                version=n.originator_version,
-                type=self._type_name(n.topic),
-                recorded_at=format_recorded_at(state["timestamp"]),
-                fields={k: v for k, v in state.items() if k not in META_KEYS},
-                digest=state["digest"],
+        events = []
+        for n, key, state in zip(notifications, keys, states, strict=True):
+            stamp = state.pop("timestamp")
+            digest = state["digest"]
+            for meta in META_KEYS.intersection(state):
+                del state[meta]
+            events.append(
+                ProjectedEvent(
+                    n.id,
+                    self._names[key],
+                    n.originator_version,
+                    self._type_name(n.topic),
+                    _recorded_at(stamp),
+                    state,
+                    digest,
+                )
             )
-            for n, state in zip(notifications, states, strict=True)
-        ]
+        return events
 
     def _type_name(self, topic: str) -> str:
         name = self._type_names.get(topic)
@@ -269,38 +279,59 @@ class ProjectionRunner:
     def rebuild(
         self, name: str | None = None, progress: Callable[[int], None] | None = None
     ) -> None:
-        """Rebuild beside the live tables, then switch in one transaction; reads never stop."""
+        """Rebuild beside the live tables, then switch in one transaction; reads never stop.
+
+        Several projections are rebuilt in one pass over the log (read and decoded once)."""
         targets = [p for p in self.projections if name is None or p.name == name]
         if not targets:
             raise ValueError(f"no projection named {name!r}")
+        self._ensure_tracking([p.name for p in targets])
+        shadows = {p.name: self._create_shadow(p) for p in targets}
+        position = 0
+        while True:
+            # A rebuild restarts from nothing if it dies, so committing every page buys
+            # nothing; commit every REBUILD_COMMIT_SECONDS so the ledger's writers get turns.
+            with self.store.writer.begin() as conn:
+                start, started = position, time.monotonic()
+                while time.monotonic() - started < REBUILD_COMMIT_SECONDS:
+                    notifications = self._read(position, self.page)
+                    if not notifications:
+                        break
+                    events = self._decode(conn, notifications)
+                    for projection in targets:
+                        projection.apply(conn, events, shadows[projection.name])
+                    position = events[-1].position
+                    if progress:
+                        progress(len(events))
+                if position == start:
+                    break
+                for projection in targets:
+                    self._claim(conn, projection.name + NEXT, start, position)
         for projection in targets:
-            self._rebuild_one(projection, progress)
+            self._switch(projection, shadows[projection.name], position, progress)
 
-    def _rebuild_one(self, projection: Projection, progress: Callable[[int], None] | None) -> None:
-        live = projection.tables()
+    def _create_shadow(self, projection: Projection) -> dict[str, Table]:
         shadow_meta = MetaData()
-        shadow = {t.name: t.to_metadata(shadow_meta, name=t.name + NEXT) for t in live}
+        shadow = {
+            t.name: t.to_metadata(shadow_meta, name=t.name + NEXT) for t in projection.tables()
+        }
         for table in shadow.values():
             table.indexes.clear()  # bulk-load without secondary indexes; made at the switch
         next_name = projection.name + NEXT
-        self._ensure_tracking([projection.name])
         with self.store.writer.begin() as conn:
             shadow_meta.drop_all(conn)
             shadow_meta.create_all(conn)
             conn.execute(delete(tracking).where(tracking.c.name == next_name))
             conn.execute(insert(tracking).values(name=next_name, position=0))
-        position = 0
-        while True:
-            notifications = self._read(position, self.page)
-            if not notifications:
-                break
-            with self.store.writer.begin() as conn:
-                events = self._decode(conn, notifications)
-                self._claim(conn, next_name, position, events[-1].position)
-                projection.apply(conn, events, shadow)
-            position = events[-1].position
-            if progress:
-                progress(len(events))
+        return shadow
+
+    def _switch(
+        self,
+        projection: Projection,
+        shadow: dict[str, Table],
+        position: int,
+        progress: Callable[[int], None] | None,
+    ) -> None:
         with self.store.writer.begin() as conn:
             # Lock the live row first (runners claim it first too): a follower's next claim
             # waits for the switch, then finds the position moved and re-reads.
@@ -315,7 +346,7 @@ class ProjectionRunner:
                 position = events[-1].position
                 if progress:
                     progress(len(events))
-            for table in live:
+            for table in projection.tables():
                 conn.execute(text(f'DROP TABLE IF EXISTS "{table.name}"'))
                 conn.execute(text(f'ALTER TABLE "{table.name}{NEXT}" RENAME TO "{table.name}"'))
                 if conn.dialect.name == "postgresql":
@@ -330,4 +361,4 @@ class ProjectionRunner:
             conn.execute(
                 update(tracking).where(tracking.c.name == projection.name).values(position=position)
             )
-            conn.execute(delete(tracking).where(tracking.c.name == next_name))
+            conn.execute(delete(tracking).where(tracking.c.name == projection.name + NEXT))

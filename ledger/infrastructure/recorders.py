@@ -133,23 +133,23 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         )
         self._upsert = SQL(
             "INSERT INTO {table} (window_id, identity, payload_hash, state, bus_offset) "
-            "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[]) "
+            "SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::bigint[]) "
             "ON CONFLICT (window_id, identity) DO UPDATE SET "
             "payload_hash=EXCLUDED.payload_hash, state=EXCLUDED.state, "
             "bus_offset=EXCLUDED.bus_offset"
         ).format(table=table)
         self._delete = SQL(
-            "DELETE FROM {table} WHERE window_id = %s AND identity = ANY(%s)"
+            "DELETE FROM {table} WHERE window_id = %b AND identity = ANY(%b)"
         ).format(table=table)
         self._lookup = SQL(
             "SELECT identity, payload_hash, state, bus_offset FROM {table} "
-            "WHERE window_id = %s AND identity = ANY(%s)"
+            "WHERE window_id = %b AND identity = ANY(%b)"
         ).format(table=table)
-        # Typed arrays in binary instead of the library's composite-type array, which psycopg
-        # dumps as escaped text (a quarter of the write path's time in our profile).
+        # Typed arrays sent in binary (%b) instead of the library's composite-type array,
+        # which psycopg dumps as escaped text (a quarter of the write path's time).
         self._insert_events_unnest = SQL(
             "INSERT INTO {events} (originator_id, originator_version, topic, state) "
-            "SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[]) "
+            "SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[]) "
             "RETURNING notification_id"
         ).format(
             events=SQL("{}.{}").format(
@@ -200,7 +200,6 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 [e.topic for e in stored_events],
                 [e.state for e in stored_events],
             ),
-            binary=True,
         )
 
     def lookup_identities(self, window_id: str, identities: Iterable[str]) -> dict[str, Known]:

@@ -1,0 +1,691 @@
+"""Admission throughput: the ledger against a hand-written dedupe, on SQLite and PostgreSQL.
+
+    .venv/bin/python benchmarks/admission.py                       # 50,000 events, both backends
+    .venv/bin/python benchmarks/admission.py --backend postgres --long   # 1,000,000 events
+
+For each backend, in one run and one process:
+
+* a deterministic workload of admissions in batches of 500 into ONE window: about 89% new
+  identities, 10% exact duplicates of an earlier identity, 1% mismatches (an earlier identity
+  with a different payload); payloads of six fields, about 110 bytes in canonical form. Every
+  contender gets the very same list (it is regenerated from the seed, outside the timed code).
+* contenders:
+    ledger       `prepare` + `Ledger.admit` per batch (library level, no HTTP);
+    baseline(a)  "same work": `prepare` (validate, identity, payload hash) + one transaction per
+                 batch of `INSERT ... ON CONFLICT DO NOTHING` (psycopg / sqlite3 executemany);
+    baseline(b)  "raw insert": the same insert, identities and hashes computed outside the timer.
+* order: baseline(a), baseline(b), ledger, baseline(b), baseline(a); each baseline is scored by
+  the better of its two runs, so warm-up (first run) favours no one.
+* events/s is events / (sum of the timed sections of every batch); generating the workload is
+  never timed. The machine is noisy: compare the ratios printed by one run, not absolute figures.
+
+Only the ratios are meant to be compared; the issue's target is ledger/baseline(a) >= 0.6 on
+PostgreSQL, and last-10%/first-10% throughput >= 0.8 within the window (flatness).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import random
+import resource
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+import psycopg
+from psycopg import sql
+
+from ledger.admissions import MAX_BATCH, Admission, AdmissionIn, prepare
+from ledger.application import Ledger
+from ledger.settings import Settings
+
+DEFAULT_EVENTS = 50_000
+LONG_EVENTS = 1_000_000
+DEFAULT_BATCH = 500
+DEFAULT_SEED = 20261125
+DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DUPLICATE_SHARE = 0.10
+MISMATCH_SHARE = 0.01
+WINDOW_ID = "bench-window-1"
+TARGET_RATIO = 0.6  # ledger / baseline(a), PostgreSQL (the issue's target)
+TARGET_FLATNESS = 0.8  # last 10% / first 10% throughput
+EDGE_SHARE = 0.10
+EVENT_TYPES = ("order.created", "order.paid", "order.shipped")
+CURRENCIES = ("EUR", "USD", "GBP", "CHF")
+
+_json = msgspec.json.Encoder()
+
+
+def say(*parts: object) -> None:
+    print(*parts, flush=True)
+
+
+def note(*parts: object) -> None:
+    print(*parts, file=sys.stderr, flush=True)
+
+
+# --- workload ---------------------------------------------------------------------------------
+
+
+def _payload(j: int, seed: int, revision: int = 0) -> dict[str, Any]:
+    """The payload of new event number j (revision > 0: a different payload, same identity)."""
+    h = ((j + 1) * 2654435761 + seed) & 0xFFFFFFFF
+    payload: dict[str, Any] = {
+        "order_id": f"ord-{j:08d}",
+        "customer": f"cust-{(h >> 3) % 50000:05d}",
+        "amount_cents": h % 100000 + revision,
+        "currency": CURRENCIES[(h >> 7) % len(CURRENCIES)],
+        "sku": f"SKU-{(h >> 11) % 10000:04d}",
+        "qty": 1 + (h >> 17) % 5,
+    }
+    return payload
+
+
+def _item(j: int, seed: int, revision: int = 0) -> AdmissionIn:
+    return AdmissionIn(
+        event_type=EVENT_TYPES[j % len(EVENT_TYPES)],
+        event_id=f"evt-{j:08d}",
+        payload=_payload(j, seed, revision),
+    )
+
+
+@dataclass(frozen=True)
+class Workload:
+    events: int
+    batch_size: int
+    seed: int
+
+    def _plan(self) -> Iterator[tuple[str, int, int]]:
+        """(kind, j, position) for every item; the same sequence on every call."""
+        rng = random.Random(self.seed)
+        new = 0
+        for position in range(self.events):
+            r = rng.random()
+            if new == 0 or r >= DUPLICATE_SHARE + MISMATCH_SHARE:
+                yield "new", new, position
+                new += 1
+            elif r < DUPLICATE_SHARE:
+                yield "duplicate", rng.randrange(new), position
+            else:
+                yield "mismatch", rng.randrange(new), position
+
+    def batches(self) -> Iterator[list[AdmissionIn]]:
+        batch: list[AdmissionIn] = []
+        for kind, j, position in self._plan():
+            # A mismatch's payload differs from the original (amount + 1..7).
+            revision = 1 + position % 7 if kind == "mismatch" else 0
+            batch.append(_item(j, self.seed, revision))
+            if len(batch) == self.batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def counts(self) -> dict[str, int]:
+        counts = {"new": 0, "duplicate": 0, "mismatch": 0}
+        for kind, _, _ in self._plan():
+            counts[kind] += 1
+        return counts
+
+    @property
+    def n_batches(self) -> int:
+        return -(-self.events // self.batch_size)
+
+
+# --- memory -----------------------------------------------------------------------------------
+
+
+def peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # kilobytes on Linux, bytes on macOS
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def current_rss_mb() -> float | None:
+    try:
+        with open("/proc/self/statm") as f:
+            resident_pages = int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return resident_pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+# --- driving one contender --------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    name: str
+    batch_events: list[int] = field(default_factory=list)
+    batch_seconds: list[float] = field(default_factory=list)
+    peak_rss_before: float = 0.0
+    peak_rss_after: float = 0.0
+    rss_samples: list[tuple[int, float]] = field(default_factory=list)  # (events, MB)
+    partial: bool = False
+
+    @property
+    def events(self) -> int:
+        return sum(self.batch_events)
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.batch_seconds)
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+    def edge(self, last: bool) -> tuple[int, float]:
+        """Events and timed seconds of the first (or last) 10% of the batches."""
+        k = max(1, round(len(self.batch_seconds) * EDGE_SHARE))
+        sl = slice(-k, None) if last else slice(0, k)
+        return sum(self.batch_events[sl]), sum(self.batch_seconds[sl])
+
+    def edge_rate(self, last: bool) -> float:
+        events, seconds = self.edge(last)
+        return events / seconds if seconds else 0.0
+
+    @property
+    def flatness(self) -> float:
+        first = self.edge_rate(last=False)
+        return self.edge_rate(last=True) / first if first else 0.0
+
+    @property
+    def median_flatness(self) -> float:
+        """The same ratio from the median batch of each edge: less swayed by a noisy second."""
+        k = max(1, round(len(self.batch_seconds) * EDGE_SHARE))
+        first = statistics.median(self.batch_seconds[:k])
+        last = statistics.median(self.batch_seconds[-k:])
+        return first / last if last else 0.0
+
+
+Step = Callable[[list[AdmissionIn]], float]  # runs one batch, returns its timed seconds
+
+
+def drive(label: str, name: str, workload: Workload, step: Step, time_limit: float) -> Run:
+    run = Run(name)
+    run.peak_rss_before = peak_rss_mb()
+    total = workload.n_batches
+    next_report = 1
+    started = time.perf_counter()
+    for i, items in enumerate(workload.batches(), start=1):
+        run.batch_seconds.append(step(items))
+        run.batch_events.append(len(items))
+        tenths = i * 10 // total
+        if tenths >= next_report:  # one line per 10% (fewer when batches are few)
+            rss = current_rss_mb()
+            if rss is not None:
+                run.rss_samples.append((run.events, rss))
+            note(
+                f"[{label}] {name}: {tenths * 10:3d}% {run.events:,}/{workload.events:,} "
+                f"events, {run.seconds:.1f} s timed, {run.rate:,.0f} events/s so far"
+                + (f", RSS {rss:.0f} MB" if rss is not None else "")
+            )
+            next_report = tenths + 1
+        if time.perf_counter() - started > time_limit and i < total:
+            run.partial = True
+            note(f"[{label}] {name}: time limit of {time_limit:.0f} s reached; stopping here")
+            break
+    run.peak_rss_after = peak_rss_mb()
+    return run
+
+
+def rows_of(prepared: list[Admission]) -> list[tuple[str, str, str, str]]:
+    return [
+        (a.window_id, a.identity, a.payload_hash, _json.encode(a.payload).decode())
+        for a in prepared
+    ]
+
+
+def baseline_steps(insert: Callable[[list[tuple[str, str, str, str]]], None]) -> dict[str, Step]:
+    def same_work(items: list[AdmissionIn]) -> float:
+        t0 = time.perf_counter()
+        insert(rows_of(prepare(WINDOW_ID, items)))
+        return time.perf_counter() - t0
+
+    def raw_insert(items: list[AdmissionIn]) -> float:
+        rows = rows_of(prepare(WINDOW_ID, items))  # not timed
+        t0 = time.perf_counter()
+        insert(rows)
+        return time.perf_counter() - t0
+
+    return {"a": same_work, "b": raw_insert}
+
+
+def ledger_step(app: Ledger) -> Step:
+    def step(items: list[AdmissionIn]) -> float:
+        t0 = time.perf_counter()
+        app.admit(WINDOW_ID, prepare(WINDOW_ID, items))
+        return time.perf_counter() - t0
+
+    return step
+
+
+class Mismatch(Exception):
+    """A contender's stored result is not what the workload implies: the figures are void."""
+
+
+# --- backends ---------------------------------------------------------------------------------
+
+
+class Backend:
+    label = ""
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def ledger(self) -> Ledger:
+        raise NotImplementedError
+
+    def baseline(self, variant: str, workload: Workload, time_limit: float) -> Run:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class SQLiteBackend(Backend):
+    label = "sqlite"
+
+    def __init__(self) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="bench-admission-")
+        self.dir = Path(self._tmp.name)
+        self._runs = 0
+
+    def describe(self) -> str:
+        return (
+            f"SQLite {sqlite3.sqlite_version}, files in {self.dir} (WAL journal, default "
+            "synchronous, for the ledger and the baseline alike)"
+        )
+
+    def ledger(self) -> Ledger:
+        url = f"sqlite:///{self.dir / 'ledger.db'}"
+        return Ledger(Settings(database_url=url).eventsourcing_env())
+
+    def baseline(self, variant: str, workload: Workload, time_limit: float) -> Run:
+        self._runs += 1
+        path = self.dir / f"baseline_{variant}_{self._runs}.db"
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(
+                "CREATE TABLE dedupe (window_id TEXT NOT NULL, identity TEXT PRIMARY KEY, "
+                "payload_hash TEXT NOT NULL, payload TEXT NOT NULL)"
+            )
+            insert_sql = (
+                "INSERT INTO dedupe (window_id, identity, payload_hash, payload) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"
+            )
+
+            def insert(rows: list[tuple[str, str, str, str]]) -> None:
+                conn.execute("BEGIN")
+                conn.executemany(insert_sql, rows)
+                conn.execute("COMMIT")
+
+            run = drive(
+                self.label, NAMES[variant], workload, baseline_steps(insert)[variant], time_limit
+            )
+            (stored,) = conn.execute("SELECT COUNT(*) FROM dedupe").fetchone()
+        finally:
+            conn.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        check_baseline(run, stored, workload)
+        return run
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+
+class PostgresBackend(Backend):
+    label = "postgres"
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url = admin_url
+        self.dbname = f"bench_admission_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
+            self.server = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.dbname)))
+        self.url = urlunsplit(urlsplit(admin_url)._replace(path=f"/{self.dbname}"))
+        self._runs = 0
+
+    def describe(self) -> str:
+        parts = urlsplit(self.url)
+        return (
+            f"PostgreSQL {self.server} at {parts.hostname}:{parts.port or 5432}, throwaway "
+            f"database {self.dbname} (dropped at the end)"
+        )
+
+    def ledger(self) -> Ledger:
+        return Ledger(Settings(database_url=self.url).eventsourcing_env())
+
+    def baseline(self, variant: str, workload: Workload, time_limit: float) -> Run:
+        self._runs += 1
+        table = sql.Identifier(f"baseline_{variant}_{self._runs}")
+        with psycopg.connect(self.url) as conn:
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE {} (window_id text NOT NULL, identity text PRIMARY KEY, "
+                    "payload_hash text NOT NULL, payload json NOT NULL)"
+                ).format(table)
+            )
+            conn.commit()
+            insert_sql = sql.SQL(
+                "INSERT INTO {} (window_id, identity, payload_hash, payload) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING"
+            ).format(table)
+            cur = conn.cursor()
+
+            def insert(rows: list[tuple[str, str, str, str]]) -> None:
+                cur.executemany(insert_sql, rows)  # one transaction per batch
+                conn.commit()
+
+            run = drive(
+                self.label, NAMES[variant], workload, baseline_steps(insert)[variant], time_limit
+            )
+            stored = conn.execute(sql.SQL("SELECT COUNT(*) FROM {}").format(table)).fetchone()
+            conn.execute(sql.SQL("DROP TABLE {}").format(table))
+            conn.commit()
+        check_baseline(run, stored[0] if stored else -1, workload)
+        return run
+
+    def close(self) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(self.dbname)
+                )
+            )
+
+
+NAMES = {"a": "baseline(a) same work", "b": "baseline(b) raw insert", "ledger": "ledger"}
+
+
+def check_baseline(run: Run, stored: int, workload: Workload) -> None:
+    if run.partial:
+        return
+    expected = workload.counts()["new"]
+    if stored != expected:
+        raise Mismatch(f"{run.name} stored {stored} identities, expected {expected}")
+
+
+def check_ledger(app: Ledger, run: Run, workload: Workload) -> dict[str, int]:
+    counts = app.get_window(WINDOW_ID).counts()
+    if run.partial:
+        return counts
+    expected = workload.counts()
+    got = (counts["admitted"], counts["duplicates"], counts["quarantined"])
+    want = (expected["new"], expected["duplicate"], expected["mismatch"])
+    if got != want:
+        raise Mismatch(f"ledger counted (admitted, duplicates, quarantined)={got}, expected {want}")
+    return counts
+
+
+# --- one backend, all contenders --------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    label: str
+    ledger: Run
+    baselines: dict[str, list[Run]]
+    profiled: bool
+
+    def best(self, variant: str) -> Run:
+        return max(self.baselines[variant], key=lambda r: r.rate)
+
+    def ratio(self, variant: str) -> float:
+        best = self.best(variant).rate
+        return self.ledger.rate / best if best else 0.0
+
+
+def run_ledger(backend: Backend, workload: Workload, args: argparse.Namespace) -> Run:
+    app = backend.ledger()  # creates its tables: not timed
+    try:
+        step = ledger_step(app)
+        if args.profile:
+            profiler = cProfile.Profile()
+            profiler.enable()
+            run = drive(backend.label, NAMES["ledger"], workload, step, args.time_limit)
+            profiler.disable()
+            path = Path(args.profile).with_suffix(f".{backend.label}.pstats")
+            profiler.dump_stats(path)
+            note(f"[{backend.label}] ledger profile written to {path}; top functions:")
+            stats = pstats.Stats(profiler, stream=sys.stderr)
+            stats.sort_stats("tottime").print_stats(25)
+            stats.sort_stats("cumulative").print_stats(30)
+        else:
+            run = drive(backend.label, NAMES["ledger"], workload, step, args.time_limit)
+        counts = check_ledger(app, run, workload)
+        say(
+            f"  ledger window counts: admitted {counts['admitted']:,}, duplicates "
+            f"{counts['duplicates']:,}, quarantined {counts['quarantined']:,}"
+        )
+    finally:
+        app.close()
+    return run
+
+
+def bench_backend(backend: Backend, workload: Workload, args: argparse.Namespace) -> Outcome:
+    label = backend.label
+    say(f"\n== {label}: {backend.describe()}")
+    baselines: dict[str, list[Run]] = {"a": [], "b": []}
+    ledger_run: Run | None = None
+    if args.ledger_only:
+        order = ["ledger"]
+    else:
+        order = ["a", "b", "ledger", "b", "a"]
+        say(
+            "  order: baseline(a), baseline(b), ledger, baseline(b), baseline(a); each baseline "
+            "scored by the better of its two runs (warm-up favours no one)"
+        )
+    for who in order:
+        note(f"[{label}] running {NAMES[who]} ...")
+        if who == "ledger":
+            ledger_run = run_ledger(backend, workload, args)
+            run = ledger_run
+        else:
+            run = backend.baseline(who, workload, args.time_limit)
+            baselines[who].append(run)
+        say(
+            f"  run: {run.name:<24} {run.rate:>10,.0f} events/s  ({run.events:,} events in "
+            f"{run.seconds:.2f} s timed; first 10% {run.edge_rate(False):,.0f}/s, last 10% "
+            f"{run.edge_rate(True):,.0f}/s)" + ("  PARTIAL (time limit)" if run.partial else "")
+        )
+    assert ledger_run is not None
+    return Outcome(label, ledger_run, baselines, profiled=bool(args.profile))
+
+
+def report(outcome: Outcome) -> None:
+    label, led = outcome.label, outcome.ledger
+    say(f"\n-- {label} results")
+    if outcome.profiled:
+        say("  NOTE: the ledger ran under cProfile; its throughput and the ratios are distorted")
+    say(f"  ledger                   {led.rate:>10,.0f} events/s")
+    for variant in ("a", "b"):
+        runs = outcome.baselines[variant]
+        if not runs:
+            continue
+        each = ", ".join(f"{r.rate:,.0f}" for r in runs)
+        say(
+            f"  {NAMES[variant]:<24} {outcome.best(variant).rate:>10,.0f} events/s  "
+            f"(best of runs: {each})"
+        )
+    if outcome.baselines["a"]:
+        ra, rb = outcome.ratio("a"), outcome.ratio("b")
+        if label == "postgres":
+            verdict = "PASS" if ra >= TARGET_RATIO else "MISS"
+            say(
+                f"RATIO {label} ledger/baseline(a) same work  = {ra:.2f}  "
+                f"(target >= {TARGET_RATIO}: {verdict})"
+            )
+        else:
+            say(
+                f"RATIO {label} ledger/baseline(a) same work  = {ra:.2f}  "
+                f"(the {TARGET_RATIO} target is PostgreSQL's; for information)"
+            )
+        say(f"RATIO {label} ledger/baseline(b) raw insert = {rb:.2f}  (for information)")
+    first_events, first_s = led.edge(last=False)
+    last_events, last_s = led.edge(last=True)
+    flat = led.flatness
+    say(
+        f"FLATNESS {label} ledger: first 10% {led.edge_rate(False):,.0f} events/s "
+        f"({first_events:,} events in {first_s:.2f} s), last 10% {led.edge_rate(True):,.0f} "
+        f"events/s ({last_events:,} events in {last_s:.2f} s); last/first = {flat:.2f} "
+        f"(target >= {TARGET_FLATNESS}: {'PASS' if flat >= TARGET_FLATNESS else 'MISS'})"
+    )
+    say(
+        f"  median batch, last/first = {led.median_flatness:.2f} (noise check); baselines' "
+        "last/first: "
+        + (
+            ", ".join(
+                f"{r.name.split()[0]} {r.flatness:.2f}"
+                for variant in ("a", "b")
+                for r in outcome.baselines[variant]
+            )
+            or "not run"
+        )
+    )
+    samples = ", ".join(f"{e:,}: {mb:.0f}" for e, mb in led.rss_samples)
+    say(
+        f"MEMORY {label} ledger: peak RSS {led.peak_rss_before:.1f} MB before, "
+        f"{led.peak_rss_after:.1f} MB after (+{led.peak_rss_after - led.peak_rss_before:.1f} MB)"
+    )
+    if samples:
+        say(f"  current RSS (MB) at events admitted: {samples}")
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=(
+            "Ledger admission throughput against a hand-written INSERT ... ON CONFLICT DO "
+            "NOTHING dedupe (SQLite file, and a throwaway PostgreSQL database), with ratios, "
+            "flatness (last 10% / first 10%) and peak RSS. Progress goes to stderr."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument(
+        "--events",
+        type=int,
+        default=DEFAULT_EVENTS,
+        help="admissions per contender (CI-friendly)",
+    )
+    size.add_argument(
+        "--long",
+        action="store_true",
+        help=f"the flatness variant: {LONG_EVENTS:,} events (minutes; not for CI)",
+    )
+    parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("LEDGER_BENCH_POSTGRES_URL", DEFAULT_ADMIN_URL),
+        help="admin URL: the benchmark creates and drops a database of its own there",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=DEFAULT_BATCH, help=f"events per batch, 1..{MAX_BATCH}"
+    )
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="workload seed")
+    parser.add_argument(
+        "--ledger-only",
+        action="store_true",
+        help="run only the ledger (flatness and memory; no baselines, no ratios)",
+    )
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=1800.0,
+        help="seconds after which a contender stops early (its figures are marked PARTIAL)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="PATH",
+        default=None,
+        help="run the ledger under cProfile, write PATH.<backend>.pstats and print the top "
+        "functions to stderr (distorts the ledger's figures)",
+    )
+    args = parser.parse_args(argv)
+    if args.long:
+        args.events = LONG_EVENTS
+    if args.events < 1:
+        parser.error("--events must be at least 1")
+    if not 1 <= args.batch_size <= MAX_BATCH:
+        parser.error(f"--batch-size must be 1..{MAX_BATCH}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    workload = Workload(args.events, args.batch_size, args.seed)
+    counts = workload.counts()
+    sample = msgspec.json.encode(_payload(0, args.seed))
+    say(
+        f"admission benchmark: {args.events:,} events per contender in {workload.n_batches:,} "
+        f"batches of {args.batch_size}, one window; new {counts['new']:,}, exact duplicates "
+        f"{counts['duplicate']:,}, mismatches {counts['mismatch']:,} (seed {args.seed}); "
+        f"payload {len(sample)} bytes, e.g. {sample.decode()}"
+    )
+    say(
+        "events/s = events / summed timed sections per batch (workload generation untimed); "
+        "ledger = prepare + Ledger.admit; baseline(a) = prepare + one INSERT ... ON CONFLICT DO "
+        "NOTHING transaction per batch; baseline(b) = that transaction only"
+    )
+    say(f"machine: {os.cpu_count()} CPUs, load average at start {load_average()}")
+    labels = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+    outcomes: list[Outcome] = []
+    for label in labels:
+        backend: Backend
+        if label == "sqlite":
+            backend = SQLiteBackend()
+        else:
+            try:
+                backend = PostgresBackend(args.postgres_url)
+            except psycopg.Error as exc:
+                say(f"ERROR: cannot use PostgreSQL at {args.postgres_url}: {exc}")
+                return 2
+        try:
+            outcomes.append(bench_backend(backend, workload, args))
+        except Mismatch as exc:
+            say(f"ERROR: {label}: {exc}")
+            return 3
+        finally:
+            backend.close()
+        report(outcomes[-1])
+    say(f"\n== summary (load average at end {load_average()}; compare ratios, not absolutes)")
+    for outcome in outcomes:
+        line = f"  {outcome.label:<8} ledger {outcome.ledger.rate:,.0f} events/s"
+        if outcome.baselines["a"]:
+            line += (
+                f"; ledger/baseline(a) {outcome.ratio('a'):.2f}, "
+                f"ledger/baseline(b) {outcome.ratio('b'):.2f}"
+            )
+        line += f"; flatness {outcome.ledger.flatness:.2f}"
+        line += f"; peak RSS {outcome.ledger.peak_rss_after:.0f} MB"
+        say(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
