@@ -9,7 +9,7 @@ a table written in the same transaction as the events.
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -19,6 +19,7 @@ from ledger.errors import PublishUnknownPending, WindowClosed
 from ledger.jcs import canonicalize, sha256_hex
 
 GENESIS_DIGEST = "0" * 64
+_ZERO = timedelta(0)
 _WINDOW_NAMESPACE = uuid5(NAMESPACE_URL, "urn:admission-ledger:window")
 
 # Event attributes that are bookkeeping, not the event's own data ("fields" in the contract).
@@ -41,7 +42,9 @@ def window_uuid(window_id: str) -> UUID:
 
 
 def format_recorded_at(timestamp: datetime) -> str:
-    return timestamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """YYYY-MM-DDTHH:MM:SS.ffffffZ, always with microseconds."""
+    utc = timestamp if timestamp.utcoffset() == _ZERO else timestamp.astimezone(UTC)
+    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def chain_digest(
@@ -54,11 +57,20 @@ def chain_digest(
     return sha256_hex(prev_digest.encode("ascii") + body)
 
 
+_DATA_FIELDS: dict[type[Any], tuple[dataclasses.Field[Any], ...]] = {}
+
+
+def _data_fields(event_class: type[Any]) -> tuple[dataclasses.Field[Any], ...]:
+    found = _DATA_FIELDS.get(event_class)
+    if found is None:
+        found = tuple(f for f in dataclasses.fields(event_class) if f.name not in META_KEYS)
+        _DATA_FIELDS[event_class] = found
+    return found
+
+
 def _own_fields(event_class: type[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
     own: dict[str, Any] = {}
-    for field in dataclasses.fields(event_class):
-        if field.name in META_KEYS:
-            continue
+    for field in _data_fields(event_class):
         if field.name in kwargs:
             own[field.name] = kwargs[field.name]
         elif field.default is not dataclasses.MISSING:

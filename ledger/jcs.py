@@ -122,20 +122,29 @@ _fast_encode = json.JSONEncoder(
 def _plain(value: Any) -> bool:
     """True when the C-accelerated stdlib encoder writes exactly the RFC 8785 text: no floats
     (ECMAScript number formatting differs), integers in the safe range, and keys within the
-    BMP (where code point order equals UTF-16 code unit order)."""
-    kind = type(value)
-    if kind is str or kind is bool or value is None:
-        return True
-    if kind is int:
-        return bool(-MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER)
-    if kind is dict:
-        return all(
-            type(k) is str and (k.isascii() or max(k) <= "\uffff") and _plain(v)
-            for k, v in value.items()
-        )
-    if kind is list or kind is tuple:
-        return all(_plain(v) for v in value)
-    return False
+    BMP (where code point order equals UTF-16 code unit order). Iterative: this runs per
+    admission, so it avoids recursion and generators."""
+    stack = [value]
+    pop, push = stack.pop, stack.append
+    while stack:
+        item = pop()
+        kind = type(item)
+        if kind is str or kind is bool or item is None:
+            continue
+        if kind is int:
+            if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+                return False
+        elif kind is dict:
+            for key, child in item.items():
+                if type(key) is not str or not (key.isascii() or max(key) <= "\uffff"):
+                    return False
+                if type(child) is not str:
+                    push(child)
+        elif kind is list or kind is tuple:
+            stack.extend(item)
+        else:
+            return False
+    return True
 
 
 def canonicalize(value: Any) -> bytes:
