@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from ledger.admissions import AdmissionIn, Admission, prepare
+from ledger.admissions import Admission, AdmissionIn, prepare
 from ledger.application import Ledger
 from ledger.bootstrap import Services, build_services
 from ledger.publishing import Publisher

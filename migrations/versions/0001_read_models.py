@@ -86,7 +86,11 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     for table in [
-        "rm_quarantine", "rm_admitted", "rm_receipt_sources", "rm_receipts", "rm_tracking",
+        "rm_quarantine",
+        "rm_admitted",
+        "rm_receipt_sources",
+        "rm_receipts",
+        "rm_tracking",
         "rm_window_names",
     ]:
         op.drop_table(table)
