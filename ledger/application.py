@@ -83,6 +83,12 @@ class Verification:
         }
 
 
+def _message(a: Admission) -> OutgoingMessage:
+    return OutgoingMessage(
+        a.window_id, a.identity, a.event_type, a.event_id, a.payload, a.payload_hash
+    )
+
+
 class StaleWindow(Exception):
     """Another process moved the window on between our reads: re-run the command."""
 
@@ -177,28 +183,12 @@ class Ledger(Application[UUID]):
         for a in admissions:
             if classify(known.get(a.identity), a.payload_hash) is Action.PUBLISH:
                 to_publish.setdefault(a.identity, a)
-        next_sequence = (window.admitted if window is not None else 0) + 1
-        outcomes = dict(
-            zip(
-                to_publish,
-                self.publisher.publish(
-                    window_id,
-                    [
-                        OutgoingMessage(
-                            window_id,
-                            a.identity,
-                            a.event_type,
-                            a.event_id,
-                            a.payload,
-                            a.payload_hash,
-                        )
-                        for a in to_publish.values()
-                    ],
-                    next_sequence,
-                ),
-                strict=True,
-            )
-        )
+        outcomes: dict[str, PublishOutcome] = {}
+        if to_publish:  # a batch of pure duplicates never touches the bus
+            messages = [_message(a) for a in to_publish.values()]
+            next_sequence = (window.admitted if window is not None else 0) + 1
+            published = self.publisher.publish(window_id, messages, next_sequence)
+            outcomes = dict(zip(to_publish, published, strict=True))
 
         # Record: walk the batch in order; a repeat is judged against the earlier item.
         if window is None:
