@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/admission.py                       # 50,000 events, both backends
     .venv/bin/python benchmarks/admission.py --backend postgres --long   # 1,000,000 events
+    .venv/bin/python benchmarks/admission.py --publisher nats      # the ledger with NATS JetStream
 
 For each backend, in one run and one process:
 
@@ -21,18 +22,45 @@ For each backend, in one run and one process:
 
 Only the ratios are meant to be compared; the issue's target is ledger/baseline(a) >= 0.6 on
 PostgreSQL, and last-10%/first-10% throughput >= 0.8 within the window (flatness).
+
+`--publisher nats` (or `--nats`) measures the ledger with NATS JetStream as its bus instead of the
+hand-written baselines; `--publisher both` measures everything. The script starts a nats-server
+of its own (JetStream, file store in a temporary directory, a free 127.0.0.1 port) and kills it at
+the end. Contenders, each on a fresh stream (own name and subject prefix, duplicate window 24 h,
+file storage) and the ledgers each on a fresh database:
+
+    ledger        the embedded-publisher ledger, as above (the reference figure);
+    ledger+nats   the same, built by `ledger.bootstrap.build_ledger` with LEDGER_PUBLISHER set to
+                  the server: every batch's new identities are published (concurrently) before the
+                  batch is recorded;
+    raw jetstream for each batch, exactly the messages the ledger publishes for it (the batch's
+                  NEW identities, the ledger's JSON body) sent with nats-py
+                  `js.publish(subject, body, headers={"Nats-Msg-Id": identity})`, all of a batch
+                  at once with `asyncio.gather`, on an event loop in the main thread; bodies are
+                  built outside the timer. Scored as messages/s and as admissions/s (admissions
+                  of the batch / time to publish its new messages); best of two runs.
+
+order: raw jetstream, ledger, ledger+nats, raw jetstream (with `both`: baseline(a), baseline(b),
+those four, baseline(b), baseline(a)). The ratio printed is ledger+nats admissions/s divided by
+raw-jetstream admissions/s over the same batches; the target is >= 0.5 (the ledger may cost at
+most as much time again as publishing alone). `--ledger-only` with nats runs the two ledgers only.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import cProfile
 import os
 import pstats
 import random
 import resource
+import shutil
+import socket
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,12 +71,22 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+# Run as a script, this file's folder is first on sys.path, and benchmarks/projections.py would
+# then shadow the `projections` package that ledger.bootstrap imports: the project root goes first.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import msgspec
+import nats
 import psycopg
+from nats.js import JetStreamContext
+from nats.js.api import StorageType, StreamConfig
 from psycopg import sql
 
 from ledger.admissions import MAX_BATCH, Admission, AdmissionIn, prepare
 from ledger.application import Ledger
+from ledger.bootstrap import build_ledger
+from ledger.infrastructure.nats import NatsSettings, subject_token
+from ledger.publishing import InspectableBus
 from ledger.settings import Settings
 
 DEFAULT_EVENTS = 50_000
@@ -61,6 +99,9 @@ MISMATCH_SHARE = 0.01
 WINDOW_ID = "bench-window-1"
 TARGET_RATIO = 0.6  # ledger / baseline(a), PostgreSQL (the issue's target)
 TARGET_FLATNESS = 0.8  # last 10% / first 10% throughput
+TARGET_NATS_RATIO = 0.5  # ledger+nats / raw jetstream, admissions/s over the same batches
+NATS_HOST = "127.0.0.1"
+NATS_START_TIMEOUT = 10.0
 EDGE_SHARE = 0.10
 EVENT_TYPES = ("order.created", "order.paid", "order.shipped")
 CURRENCIES = ("EUR", "USD", "GBP", "CHF")
@@ -181,6 +222,7 @@ class Run:
     peak_rss_after: float = 0.0
     rss_samples: list[tuple[int, float]] = field(default_factory=list)  # (events, MB)
     partial: bool = False
+    messages: int = 0  # messages published to JetStream (the NATS contenders)
 
     @property
     def events(self) -> int:
@@ -193,6 +235,10 @@ class Run:
     @property
     def rate(self) -> float:
         return self.events / self.seconds if self.seconds else 0.0
+
+    @property
+    def message_rate(self) -> float:
+        return self.messages / self.seconds if self.seconds else 0.0
 
     def edge(self, last: bool) -> tuple[int, float]:
         """Events and timed seconds of the first (or last) 10% of the batches."""
@@ -296,6 +342,10 @@ class Backend:
     def ledger(self) -> Ledger:
         raise NotImplementedError
 
+    def fresh_database_url(self, tag: str) -> str:
+        """A database no other contender has used (for a second ledger)."""
+        raise NotImplementedError
+
     def baseline(self, variant: str, workload: Workload, time_limit: float) -> Run:
         raise NotImplementedError
 
@@ -320,6 +370,9 @@ class SQLiteBackend(Backend):
     def ledger(self) -> Ledger:
         url = f"sqlite:///{self.dir / 'ledger.db'}"
         return Ledger(Settings(database_url=url).eventsourcing_env())
+
+    def fresh_database_url(self, tag: str) -> str:
+        return f"sqlite:///{self.dir / f'ledger_{tag}.db'}"
 
     def baseline(self, variant: str, workload: Workload, time_limit: float) -> Run:
         self._runs += 1
@@ -367,6 +420,7 @@ class PostgresBackend(Backend):
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.dbname)))
         self.url = urlunsplit(urlsplit(admin_url)._replace(path=f"/{self.dbname}"))
         self._runs = 0
+        self._extra_dbnames: list[str] = []
 
     def describe(self) -> str:
         parts = urlsplit(self.url)
@@ -377,6 +431,13 @@ class PostgresBackend(Backend):
 
     def ledger(self) -> Ledger:
         return Ledger(Settings(database_url=self.url).eventsourcing_env())
+
+    def fresh_database_url(self, tag: str) -> str:
+        dbname = f"{self.dbname}_{tag}"
+        with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+        self._extra_dbnames.append(dbname)
+        return urlunsplit(urlsplit(self.admin_url)._replace(path=f"/{dbname}"))
 
     def baseline(self, variant: str, workload: Workload, time_limit: float) -> Run:
         self._runs += 1
@@ -410,14 +471,21 @@ class PostgresBackend(Backend):
 
     def close(self) -> None:
         with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(self.dbname)
+            for dbname in [self.dbname, *self._extra_dbnames]:
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                        sql.Identifier(dbname)
+                    )
                 )
-            )
 
 
-NAMES = {"a": "baseline(a) same work", "b": "baseline(b) raw insert", "ledger": "ledger"}
+NAMES = {
+    "a": "baseline(a) same work",
+    "b": "baseline(b) raw insert",
+    "ledger": "ledger",
+    "nats": "ledger+nats",
+    "raw": "raw jetstream",
+}
 
 
 def check_baseline(run: Run, stored: int, workload: Workload) -> None:
@@ -440,6 +508,175 @@ def check_ledger(app: Ledger, run: Run, workload: Workload) -> dict[str, int]:
     return counts
 
 
+# --- NATS JetStream ---------------------------------------------------------------------------
+
+
+def find_nats_server(explicit: str | None) -> str | None:
+    """The binary named (and nothing else, if one is named), else Debian's, else PATH's."""
+    for candidate in [explicit] if explicit else ["/usr/sbin/nats-server"]:
+        if Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None if explicit else shutil.which("nats-server")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((NATS_HOST, 0))
+        return int(s.getsockname()[1])
+
+
+class NatsServer:
+    """A nats-server of the benchmark's own: JetStream, a temporary file store, loopback only."""
+
+    def __init__(self, binary: str) -> None:
+        self.binary = binary
+        self._tmp = tempfile.TemporaryDirectory(prefix="bench-nats-")
+        self.dir = Path(self._tmp.name)
+        self.port = _free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.version = "unknown"
+
+    @property
+    def url(self) -> str:
+        return f"nats://{NATS_HOST}:{self.port}"
+
+    def log(self) -> str:
+        try:
+            return (self.dir / "nats-server.log").read_text(errors="replace")[-3000:]
+        except OSError:
+            return ""
+
+    def start(self) -> None:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            self.version = subprocess.run(
+                [self.binary, "--version"], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+        store = self.dir / "store"
+        store.mkdir()
+        with (self.dir / "nats-server.log").open("wb") as log:
+            self.process = subprocess.Popen(
+                [self.binary, "-js", "-sd", str(store), "-a", NATS_HOST, "-p", str(self.port)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + NATS_START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"nats-server exited at start:\n{self.log()}")
+            try:
+                with socket.create_connection((NATS_HOST, self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"nats-server did not accept connections in time:\n{self.log()}")
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self._tmp.cleanup()
+
+
+def unique_stream(label: str, who: str) -> tuple[str, str]:
+    """A stream name and subject prefix no other contender uses."""
+    tag = f"{label}_{who}_{uuid.uuid4().hex[:8]}"
+    return f"BENCH_{tag.upper()}", f"bench_{tag}.windows"
+
+
+def stream_config(stream: str, prefix: str) -> StreamConfig:
+    """The config the ledger's publisher creates its stream with (see ledger.infrastructure)."""
+    return StreamConfig(
+        name=stream,
+        subjects=[f"{prefix}.>"],
+        duplicate_window=NatsSettings(url="").duplicate_window_seconds,  # 24 h
+        storage=StorageType.FILE,
+    )
+
+
+def message_body(a: Admission) -> bytes:
+    """The ledger's message body (the same fields, in the same order, as its _Body struct)."""
+    return _json.encode(
+        {
+            "window_id": a.window_id,
+            "identity": a.identity,
+            "event_type": a.event_type,
+            "event_id": a.event_id,
+            "payload": a.payload,
+            "payload_hash": a.payload_hash,
+        }
+    )
+
+
+def raw_jetstream_run(url: str, label: str, workload: Workload, time_limit: float) -> Run:
+    """Publish each batch's new identities, concurrently per batch, to a fresh stream."""
+    stream, prefix = unique_stream(label, "raw")
+    subject = f"{prefix}.{subject_token(WINDOW_ID)}"
+    loop = asyncio.new_event_loop()
+    seen: set[str] = set()
+    tally = {"published": 0, "duplicate_acks": 0}
+    try:
+        nc = loop.run_until_complete(nats.connect(url, connect_timeout=2, allow_reconnect=False))
+        try:
+            js: JetStreamContext = nc.jetstream()
+            loop.run_until_complete(js.add_stream(stream_config(stream, prefix)))
+
+            async def publish_all(messages: list[tuple[str, bytes]]) -> list[Any]:
+                return await asyncio.gather(
+                    *(
+                        js.publish(subject, body, headers={"Nats-Msg-Id": identity})
+                        for identity, body in messages
+                    )
+                )
+
+            def step(items: list[AdmissionIn]) -> float:
+                messages = []  # not timed: what the ledger would publish for this batch
+                for a in prepare(WINDOW_ID, items):
+                    if a.identity not in seen:
+                        seen.add(a.identity)
+                        messages.append((a.identity, message_body(a)))
+                t0 = time.perf_counter()
+                acks = loop.run_until_complete(publish_all(messages))
+                elapsed = time.perf_counter() - t0
+                tally["published"] += len(acks)
+                tally["duplicate_acks"] += sum(1 for ack in acks if ack.duplicate)
+                return elapsed
+
+            run = drive(label, NAMES["raw"], workload, step, time_limit)
+            run.messages = tally["published"]
+            info = loop.run_until_complete(js.stream_info(stream))
+            stored = int(info.state.messages)
+            loop.run_until_complete(js.delete_stream(stream))
+        finally:
+            loop.run_until_complete(nc.close())
+    finally:
+        loop.close()
+    if tally["duplicate_acks"] or stored != run.messages:
+        raise Mismatch(
+            f"raw jetstream: {run.messages} published, {tally['duplicate_acks']} acked as "
+            f"duplicates, the stream holds {stored}"
+        )
+    if not run.partial and run.messages != workload.counts()["new"]:
+        raise Mismatch(
+            f"raw jetstream published {run.messages}, expected {workload.counts()['new']}"
+        )
+    return run
+
+
+def delete_stream(url: str, stream: str) -> None:
+    async def work() -> None:
+        nc = await nats.connect(url, connect_timeout=2, allow_reconnect=False)
+        try:
+            await nc.jetstream().delete_stream(stream)
+        finally:
+            await nc.close()
+
+    try:
+        asyncio.run(work())
+    except Exception as exc:  # only tidiness: the server and its store go at the end anyway
+        note(f"could not delete stream {stream}: {exc}")
+
+
 # --- one backend, all contenders --------------------------------------------------------------
 
 
@@ -449,6 +686,7 @@ class Outcome:
     ledger: Run
     baselines: dict[str, list[Run]]
     profiled: bool
+    nats_ledger: Run | None = None
 
     def best(self, variant: str) -> Run:
         return max(self.baselines[variant], key=lambda r: r.rate)
@@ -457,62 +695,135 @@ class Outcome:
         best = self.best(variant).rate
         return self.ledger.rate / best if best else 0.0
 
+    @property
+    def nats_ratio(self) -> float:
+        """ledger+nats admissions/s divided by raw-jetstream admissions/s (best raw run)."""
+        assert self.nats_ledger is not None
+        best = self.best("raw").rate
+        return self.nats_ledger.rate / best if best else 0.0
 
-def run_ledger(backend: Backend, workload: Workload, args: argparse.Namespace) -> Run:
-    app = backend.ledger()  # creates its tables: not timed
+
+def run_ledger(
+    backend: Backend, workload: Workload, args: argparse.Namespace, nats_url: str | None = None
+) -> Run:
+    who = "ledger" if nats_url is None else "nats"
+    stream = ""
+    if nats_url is None:
+        app = backend.ledger()  # creates its tables: not timed
+    else:
+        # LEDGER_PUBLISHER=nats://...: a fresh database and a fresh stream of its own.
+        stream, prefix = unique_stream(backend.label, "ledger")
+        settings = Settings(
+            database_url=backend.fresh_database_url("nats"),
+            publisher=nats_url,
+            nats_stream=stream,
+            nats_subject_prefix=prefix,
+        )
+        app = build_ledger(settings)
     try:
+        bus = app.publisher if isinstance(app.publisher, InspectableBus) else None
+        if bus is not None and bus.count(WINDOW_ID) != 0:  # connects, creates the stream: untimed
+            raise Mismatch(f"{NAMES[who]}: the fresh stream {stream} is not empty")
         step = ledger_step(app)
         if args.profile:
             profiler = cProfile.Profile()
             profiler.enable()
-            run = drive(backend.label, NAMES["ledger"], workload, step, args.time_limit)
+            run = drive(backend.label, NAMES[who], workload, step, args.time_limit)
             profiler.disable()
-            path = Path(args.profile).with_suffix(f".{backend.label}.pstats")
+            suffix = (
+                f".{backend.label}.pstats" if who == "ledger" else f".{backend.label}.nats.pstats"
+            )
+            path = Path(args.profile).with_suffix(suffix)
             profiler.dump_stats(path)
-            note(f"[{backend.label}] ledger profile written to {path}; top functions:")
+            note(f"[{backend.label}] {NAMES[who]} profile written to {path}; top functions:")
             stats = pstats.Stats(profiler, stream=sys.stderr)
             stats.sort_stats("tottime").print_stats(25)
             stats.sort_stats("cumulative").print_stats(30)
         else:
-            run = drive(backend.label, NAMES["ledger"], workload, step, args.time_limit)
+            run = drive(backend.label, NAMES[who], workload, step, args.time_limit)
         counts = check_ledger(app, run, workload)
         say(
-            f"  ledger window counts: admitted {counts['admitted']:,}, duplicates "
+            f"  {NAMES[who]} window counts: admitted {counts['admitted']:,}, duplicates "
             f"{counts['duplicates']:,}, quarantined {counts['quarantined']:,}"
         )
+        if bus is not None:
+            run.messages = bus.count(WINDOW_ID)
+            if run.messages != counts["admitted"]:
+                raise Mismatch(
+                    f"{NAMES[who]}: the stream holds {run.messages} messages for the window, "
+                    f"the ledger admitted {counts['admitted']}"
+                )
+            say(f"  {NAMES[who]} stream {stream} holds {run.messages:,} messages for the window")
     finally:
         app.close()
+        app.publisher.close()
+    if nats_url is not None:
+        delete_stream(nats_url, stream)
     return run
 
 
-def bench_backend(backend: Backend, workload: Workload, args: argparse.Namespace) -> Outcome:
+def contender_order(args: argparse.Namespace) -> list[str]:
+    hand = args.publisher in ("embedded", "both") and not args.ledger_only
+    with_nats = args.publisher in ("nats", "both")
+    raw = with_nats and not args.ledger_only
+    order = ["a", "b"] if hand else []
+    order += ["raw"] if raw else []
+    order += ["ledger"] + (["nats"] if with_nats else [])
+    order += ["raw"] if raw else []
+    order += ["b", "a"] if hand else []
+    return order
+
+
+SHORT = {"a": "baseline(a)", "b": "baseline(b)", "raw": "raw jetstream"}
+
+
+def bench_backend(
+    backend: Backend,
+    workload: Workload,
+    args: argparse.Namespace,
+    nats_server: NatsServer | None = None,
+) -> Outcome:
     label = backend.label
     say(f"\n== {label}: {backend.describe()}")
-    baselines: dict[str, list[Run]] = {"a": [], "b": []}
+    baselines: dict[str, list[Run]] = {"a": [], "b": [], "raw": []}
     ledger_run: Run | None = None
-    if args.ledger_only:
-        order = ["ledger"]
-    else:
-        order = ["a", "b", "ledger", "b", "a"]
+    nats_run: Run | None = None
+    order = contender_order(args)
+    if len(order) > 1:
         say(
-            "  order: baseline(a), baseline(b), ledger, baseline(b), baseline(a); each baseline "
-            "scored by the better of its two runs (warm-up favours no one)"
+            "  order: "
+            + ", ".join(SHORT.get(who, NAMES[who]) for who in order)
+            + (
+                "; each baseline scored by the better of its two runs (warm-up favours no one)"
+                if any(who in order for who in ("a", "b", "raw"))
+                else ""
+            )
         )
     for who in order:
         note(f"[{label}] running {NAMES[who]} ...")
         if who == "ledger":
             ledger_run = run_ledger(backend, workload, args)
             run = ledger_run
+        elif who == "nats":
+            assert nats_server is not None
+            nats_run = run_ledger(backend, workload, args, nats_server.url)
+            run = nats_run
+        elif who == "raw":
+            assert nats_server is not None
+            run = raw_jetstream_run(nats_server.url, label, workload, args.time_limit)
+            baselines[who].append(run)
         else:
             run = backend.baseline(who, workload, args.time_limit)
             baselines[who].append(run)
         say(
             f"  run: {run.name:<24} {run.rate:>10,.0f} events/s  ({run.events:,} events in "
             f"{run.seconds:.2f} s timed; first 10% {run.edge_rate(False):,.0f}/s, last 10% "
-            f"{run.edge_rate(True):,.0f}/s)" + ("  PARTIAL (time limit)" if run.partial else "")
+            f"{run.edge_rate(True):,.0f}/s)"
+            + (f"; {run.message_rate:,.0f} messages/s" if run.messages else "")
+            + ("  PARTIAL (time limit)" if run.partial else "")
         )
     assert ledger_run is not None
-    return Outcome(label, ledger_run, baselines, profiled=bool(args.profile))
+    return Outcome(label, ledger_run, baselines, profiled=bool(args.profile), nats_ledger=nats_run)
 
 
 def report(outcome: Outcome) -> None:
@@ -572,6 +883,53 @@ def report(outcome: Outcome) -> None:
     )
     if samples:
         say(f"  current RSS (MB) at events admitted: {samples}")
+    if outcome.nats_ledger is not None:
+        report_nats(outcome)
+
+
+def report_nats(outcome: Outcome) -> None:
+    label, led, nl = outcome.label, outcome.ledger, outcome.nats_ledger
+    assert nl is not None
+    say(f"\n-- {label} NATS JetStream results (admissions/s = admissions / summed timed seconds)")
+    say(f"  ledger (embedded)        {led.rate:>10,.0f} admissions/s")
+    say(
+        f"  ledger+nats              {nl.rate:>10,.0f} admissions/s  ({nl.messages:,} messages "
+        f"published, {nl.message_rate:,.0f} messages/s)"
+    )
+    raws = outcome.baselines["raw"]
+    if not raws:
+        say(f"  ledger+nats/ledger embedded = {nl.rate / led.rate if led.rate else 0:.2f}")
+        return
+    best = outcome.best("raw")
+    each = ", ".join(f"{r.message_rate:,.0f} msg/s = {r.rate:,.0f} adm/s" for r in raws)
+    say(
+        f"  raw jetstream            {best.rate:>10,.0f} admissions/s  ({best.messages:,} "
+        f"messages, {best.message_rate:,.0f} messages/s; best of runs: {each})"
+    )
+    ratio = outcome.nats_ratio
+    verdict = "PASS" if ratio >= TARGET_NATS_RATIO else "MISS"
+    say(
+        f"RATIO {label} ledger+nats/raw jetstream = {ratio:.2f} "
+        f"(target >= {TARGET_NATS_RATIO}: {verdict})"
+    )
+    say(
+        "  = ledger+nats admissions/s / raw jetstream admissions/s, over the same batches (raw "
+        "publishes each batch's new identities, timed from first publish to last ack)"
+    )
+    say(
+        f"NATS {label}: ledger embedded {led.rate:,.0f} admissions/s; ledger+nats "
+        f"{nl.rate:,.0f} admissions/s; raw jetstream {best.rate:,.0f} admissions/s "
+        f"({best.message_rate:,.0f} messages/s); ledger+nats/ledger embedded "
+        f"{nl.rate / led.rate if led.rate else 0:.2f}"
+    )
+    # Where the ledger+nats time goes, by subtraction (same batches, same run).
+    nats_ms, raw_ms, led_ms = (
+        r.seconds / max(1, len(r.batch_seconds)) * 1000 for r in (nl, best, led)
+    )
+    say(
+        f"  mean time per batch: ledger+nats {nats_ms:.1f} ms = raw publish {raw_ms:.1f} ms + the "
+        f"rest {nats_ms - raw_ms:.1f} ms; embedded ledger {led_ms:.1f} ms"
+    )
 
 
 # --- command line -----------------------------------------------------------------------------
@@ -599,6 +957,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"the flatness variant: {LONG_EVENTS:,} events (minutes; not for CI)",
     )
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument(
+        "--publisher",
+        choices=["embedded", "nats", "both"],
+        default="embedded",
+        help="embedded: the ledger against the hand-written baselines; nats: the ledger with "
+        "NATS JetStream against raw JetStream publishing (and the embedded ledger for "
+        "reference); both: all of them",
+    )
+    parser.add_argument(
+        "--nats",
+        dest="publisher",
+        action="store_const",
+        const="nats",
+        help="the same as --publisher nats",
+    )
+    parser.add_argument(
+        "--nats-server",
+        metavar="PATH",
+        default=os.environ.get("LEDGER_BENCH_NATS_SERVER"),
+        help="the nats-server binary to start (default: /usr/sbin/nats-server, else PATH)",
+    )
     parser.add_argument(
         "--postgres-url",
         default=os.environ.get("LEDGER_BENCH_POSTGRES_URL", DEFAULT_ADMIN_URL),
@@ -653,6 +1032,40 @@ def main(argv: list[str] | None = None) -> int:
         "NOTHING transaction per batch; baseline(b) = that transaction only"
     )
     say(f"machine: {os.cpu_count()} CPUs, load average at start {load_average()}")
+    nats_server: NatsServer | None = None
+    if args.publisher in ("nats", "both"):
+        binary = find_nats_server(args.nats_server)
+        if binary is None:
+            say(
+                "ERROR: --publisher nats needs the nats-server binary "
+                f"({args.nats_server or '/usr/sbin/nats-server or nats-server on PATH'})"
+            )
+            return 2
+        nats_server = NatsServer(binary)
+        try:
+            nats_server.start()
+        except (OSError, RuntimeError) as exc:
+            nats_server.close()
+            say(f"ERROR: cannot start {binary}: {exc}")
+            return 2
+        say(
+            f"NATS: own {nats_server.version} ({binary}) at {nats_server.url}, JetStream file "
+            f"store in {nats_server.dir}; fresh stream per contender; killed at the end"
+        )
+        say(
+            "ledger+nats = prepare + Ledger.admit with LEDGER_PUBLISHER=nats; raw jetstream = "
+            "js.publish of each batch's new identities with Nats-Msg-Id, asyncio.gather per batch"
+        )
+    try:
+        return run_backends(args, workload, nats_server)
+    finally:
+        if nats_server is not None:
+            nats_server.close()
+
+
+def run_backends(
+    args: argparse.Namespace, workload: Workload, nats_server: NatsServer | None
+) -> int:
     labels = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     outcomes: list[Outcome] = []
     for label in labels:
@@ -666,7 +1079,7 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"ERROR: cannot use PostgreSQL at {args.postgres_url}: {exc}")
                 return 2
         try:
-            outcomes.append(bench_backend(backend, workload, args))
+            outcomes.append(bench_backend(backend, workload, args, nats_server))
         except Mismatch as exc:
             say(f"ERROR: {label}: {exc}")
             return 3
@@ -684,6 +1097,15 @@ def main(argv: list[str] | None = None) -> int:
         line += f"; flatness {outcome.ledger.flatness:.2f}"
         line += f"; peak RSS {outcome.ledger.peak_rss_after:.0f} MB"
         say(line)
+        if outcome.nats_ledger is not None:
+            line = f"  {outcome.label:<8} ledger+nats {outcome.nats_ledger.rate:,.0f} admissions/s"
+            if outcome.baselines["raw"]:
+                best = outcome.best("raw")
+                line += (
+                    f"; raw jetstream {best.rate:,.0f} admissions/s ({best.message_rate:,.0f} "
+                    f"messages/s); ledger+nats/raw jetstream {outcome.nats_ratio:.2f}"
+                )
+            say(line)
     return 0
 
 

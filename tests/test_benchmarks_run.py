@@ -4,12 +4,14 @@ ratio, flatness and memory lines."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.nats import nats_server_binary
 from tests.support.services import ADMIN_URL, missing_service, postgres_available
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,3 +50,43 @@ def test_the_admission_benchmark_runs_at_a_tiny_size_and_prints_its_ratio_lines(
     assert f"RATIO {backend} ledger/baseline(b) raw insert" in output
     assert f"FLATNESS {backend} ledger:" in output
     assert f"MEMORY {backend} ledger:" in output
+
+
+def test_the_admission_benchmark_runs_with_the_nats_publisher_and_prints_its_ratio_line() -> None:
+    # The script starts (and kills) a nats-server of its own: it only needs the binary.
+    binary = nats_server_binary()
+    if binary is None:
+        missing_service("the nats-server binary is missing (the benchmark starts its own)")
+    assert binary is not None
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARK),
+            "--events",
+            "2000",
+            "--backend",
+            "sqlite",
+            "--publisher",
+            "nats",
+            "--nats-server",
+            binary,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = completed.stdout
+    assert completed.returncode == 0, output + completed.stderr
+    assert re.search(
+        r"^RATIO sqlite ledger\+nats/raw jetstream = \d+\.\d\d \(target >= 0\.5: (PASS|MISS)\)$",
+        output,
+        re.MULTILINE,
+    ), output
+    assert re.search(
+        r"^NATS sqlite: ledger embedded [\d,]+ admissions/s; ledger\+nats [\d,]+ admissions/s; "
+        r"raw jetstream [\d,]+ admissions/s",
+        output,
+        re.MULTILINE,
+    ), output
+    assert "ledger+nats stream BENCH_SQLITE_LEDGER_" in output  # the stream holds what it admitted
