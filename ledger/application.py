@@ -27,7 +27,14 @@ from ledger.domain import (
     format_recorded_at,
     window_uuid,
 )
-from ledger.errors import BusLedgerMismatch, Contention, WindowClosed, WindowNotFound
+from ledger.errors import (
+    BusLedgerMismatch,
+    BusUnavailable,
+    Contention,
+    PublishRefused,
+    WindowClosed,
+    WindowNotFound,
+)
 from ledger.infrastructure.recorders import IdentityIndex, IndexChange
 from ledger.infrastructure.transcoder import JSONStateTranscoder
 from ledger.jcs import CanonicalizationError, canonicalize, sha256_hex
@@ -417,9 +424,15 @@ class Ledger(Application[UUID]):
         self, window: Window, changes: list[IndexChange]
     ) -> tuple[list[str], list[dict[str, Any]]]:
         bus = self.publisher
-        if not isinstance(bus, InspectableBus) or bus.count(window.window_id) == window.admitted:
+        if not isinstance(bus, InspectableBus):
             return [], []
-        held = list(bus.messages(window.window_id))
+        try:
+            if bus.count(window.window_id) == window.admitted:
+                return [], []
+            held = list(bus.messages(window.window_id))
+        except (BusUnavailable, PublishRefused):
+            # Adoption waits for a bus that answers; what the re-publish settled still counts.
+            return [], []
         known = self.index.lookup_identities(window.window_id, (m.identity for m in held))
         known.update({c.identity: Known(IdentityState.ADMITTED, c.payload_hash) for c in changes})
         adopted: list[str] = []

@@ -75,6 +75,13 @@ class PublishRefused(LedgerError):
     code = "publish_refused"
 
 
+class BusUnavailable(LedgerError):
+    """The bus could not be asked (timeout, connection lost): nothing was recorded, retry."""
+
+    status = 503
+    code = "bus_unavailable"
+
+
 class Contention(LedgerError):
     """The window kept changing under us; nothing was recorded, retrying is safe."""
 

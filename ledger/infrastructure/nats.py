@@ -21,7 +21,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import PubAck, StorageType, StreamConfig
 
-from ledger.errors import PublishRefused
+from ledger.errors import BusUnavailable, PublishRefused
 from ledger.publishing import (
     BusMessage,
     OutgoingMessage,
@@ -209,6 +209,16 @@ class JetStreamPublisher:
 
     # --- inspecting the bus (reconciliation and coherence) -----------------------------
 
+    def _inspect(self, coro: Coroutine[Any, Any, T]) -> T:
+        try:
+            return self._run(coro, self.settings.publish_timeout_seconds * 5)
+        except (TimeoutError, nats.errors.Error) as exc:
+            if isinstance(exc, nats.js.errors.NotFoundError):
+                raise
+            raise BusUnavailable(
+                f"NATS at {self.settings.url} did not answer: {type(exc).__name__}"
+            ) from exc
+
     def count(self, window_id: str) -> int:
         js = self._connected()
         subject = self.subject(window_id)
@@ -217,7 +227,7 @@ class JetStreamPublisher:
             info = await js.stream_info(self.settings.stream, subjects_filter=subject)
             return int((info.state.subjects or {}).get(subject, 0))
 
-        return self._run(count(), self.settings.publish_timeout_seconds * 5)
+        return self._inspect(count())
 
     def messages(self, window_id: str) -> Iterator[BusMessage]:
         """Every message on the window's subject, in stream order."""
@@ -226,9 +236,8 @@ class JetStreamPublisher:
         seq = 1
         while True:
             try:
-                raw = self._run(
-                    js.get_msg(self.settings.stream, seq=seq, subject=subject, next=True),
-                    self.settings.publish_timeout_seconds * 5,
+                raw = self._inspect(
+                    js.get_msg(self.settings.stream, seq=seq, subject=subject, next=True)
                 )
             except nats.js.errors.NotFoundError:
                 return
