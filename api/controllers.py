@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Annotated, Any
 
+import anyio.to_thread
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
@@ -28,13 +29,18 @@ from api.schemas import (
     VerifyOut,
     WindowPage,
 )
-from ledger.admissions import check_window_id, prepare
+from ledger.admissions import NAME_PATTERN, check_window_id, prepare
 from ledger.bootstrap import Services
-from ledger.errors import LedgerError, WindowNotFound
+from ledger.errors import InvalidAdmission, LedgerError, WindowNotFound
 from ledger.receipts import render_markdown
 
-WindowId = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9._:-]{1,128}$", max_length=128)]
-After = Annotated[int | None, Parameter(ge=0, required=False)]
+WindowId = Annotated[str, Parameter(pattern=NAME_PATTERN, max_length=128)]
+# Positions are bigints in the database: a larger cursor is bad input, not a driver overflow.
+After = Annotated[int | None, Parameter(ge=0, le=2**63 - 1, required=False)]
+# Window ids as query values (a cursor, a filter) obey the same pattern as in paths.
+WindowIdQuery = Annotated[
+    str | None, Parameter(pattern=NAME_PATTERN, max_length=128, required=False)
+]
 Limit = Annotated[int, Parameter(ge=1, le=1000)]
 
 
@@ -42,6 +48,9 @@ def _errors(*codes: int) -> dict[int, ResponseSpec]:
     specs = {code: ResponseSpec(data_container=ErrorBody, description="error") for code in codes}
     specs[400] = ResponseSpec(data_container=ErrorBody, description="bad input")
     return specs
+
+
+_strict_admissions = msgspec.json.Decoder(AdmissionRequest).decode
 
 
 class GateNotPassedError(LedgerError):
@@ -57,19 +66,26 @@ class AdmissionsController(Controller):
     @post(
         "/",
         status_code=200,
-        sync_to_thread=True,
         responses=_errors(401, 403, 409, 413, 503),
         summary="Admit a batch of events into a window (taken whole or refused whole)",
     )
-    def admit(
+    async def admit(
         self,
         window_id: WindowId,
         data: AdmissionRequest,
+        request: Request[Any, Any, Any],
         services: Services,
         metrics: LedgerMetrics,
     ) -> AdmissionResponse:
-        admissions = prepare(window_id, data.events)
-        results = services.ledger.admit(window_id, admissions)
+        # Litestar converts leniently ("1" -> 1); the contract says wrong types are a 400, so
+        # the body (already read and cached) is decoded again, strictly. `data` declares the
+        # schema for the OpenAPI document.
+        try:
+            strict = _strict_admissions(await request.body())
+        except msgspec.ValidationError as exc:
+            raise InvalidAdmission(str(exc)) from None
+        admissions = prepare(window_id, strict.events)
+        results = await anyio.to_thread.run_sync(services.ledger.admit, window_id, admissions)
         services.runner.wake()  # the read side applies it now rather than at the next poll
         counts = Counter(r.verdict.value for r in results)
         for verdict, n in counts.items():
@@ -96,7 +112,7 @@ class WindowsController(Controller):
         summary="List windows",
     )
     def list_windows(
-        self, services: Services, after: str | None = None, limit: Limit = 100
+        self, services: Services, after: WindowIdQuery = None, limit: Limit = 100
     ) -> WindowPage:
         items, next_cursor = services.read.windows(after, limit)
         return msgspec.convert({"items": items, "next": next_cursor}, WindowPage)
@@ -223,7 +239,7 @@ class QuarantineController(Controller):
     def queue(
         self,
         services: Services,
-        window_id: str | None = None,
+        window_id: WindowIdQuery = None,
         after: After = None,
         limit: Limit = 100,
     ) -> QuarantinePage:

@@ -51,8 +51,7 @@ class LedgerMetrics:
             try:
                 await app(scope, receive, remember_status)
             finally:
-                handler = scope.get("route_handler")
-                route = next(iter(handler.paths), "?") if handler is not None else "unmatched"
+                route = scope.get("path_template") or "unmatched"
                 self.latency.labels(scope["method"], route, str(status)).observe(
                     time.perf_counter() - started
                 )

@@ -21,11 +21,15 @@ MAX_BATCH = 1000
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 
 Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
-EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EVENT_ID)]
+# No NUL: PostgreSQL text cannot hold it, and an identity part nobody can type is a bug upstream.
+NO_NUL = "^[^\\u0000]*$"
+MAX_PARTITION = 256
+EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EVENT_ID, pattern=NO_NUL)]
+Partition = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PARTITION, pattern=NO_NUL)]
 
 
 class SourceIn(msgspec.Struct, forbid_unknown_fields=True):
-    partition: str
+    partition: Partition
     offset: Annotated[int, msgspec.Meta(ge=0)]
 
 
@@ -61,19 +65,28 @@ def check_window_id(window_id: str) -> str:
 def _check_item(index: int, item: AdmissionIn) -> None:
     """The same rules the JSON decoder applies, for callers that build AdmissionIn in Python."""
     _check_name(f"events[{index}].event_type", item.event_type)
-    if not isinstance(item.event_id, str) or not 1 <= len(item.event_id) <= MAX_EVENT_ID:
-        raise InvalidAdmission(f"events[{index}].event_id must be 1 to {MAX_EVENT_ID} characters")
+    if (
+        not isinstance(item.event_id, str)
+        or not 1 <= len(item.event_id) <= MAX_EVENT_ID
+        or "\x00" in item.event_id
+    ):
+        raise InvalidAdmission(
+            f"events[{index}].event_id must be 1 to {MAX_EVENT_ID} characters, without NUL"
+        )
     if not isinstance(item.payload, dict):
         raise InvalidAdmission(f"events[{index}].payload must be a JSON object")
     source = item.source
     if source is not None and not (
         isinstance(source, SourceIn)
         and isinstance(source.partition, str)
+        and 1 <= len(source.partition) <= MAX_PARTITION
+        and "\x00" not in source.partition
         and type(source.offset) is int
         and source.offset >= 0
     ):
         raise InvalidAdmission(
-            f'events[{index}].source must be {{"partition": string, "offset": integer >= 0}}'
+            f'events[{index}].source must be {{"partition": 1 to {MAX_PARTITION} characters '
+            'without NUL, "offset": integer >= 0}'
         )
 
 

@@ -18,6 +18,7 @@ import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import PubAck, StorageType, StreamConfig
 
@@ -43,6 +44,16 @@ class NatsSettings:
     duplicate_window_seconds: float = 24 * 3600.0
     publish_timeout_seconds: float = 2.0
     connect_timeout_seconds: float = 2.0
+
+
+class _Ack(msgspec.Struct):
+    stream: str | None = None
+    seq: int | None = None
+    duplicate: bool = False
+    error: dict[str, Any] | None = None
+
+
+_decode_ack = msgspec.json.Decoder(_Ack).decode
 
 
 class _Body(msgspec.Struct):
@@ -75,6 +86,9 @@ class JetStreamPublisher:
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._connect_lock = threading.Lock()
+        self._inbox = ""
+        self._sequence = 0
+        self._waiting: dict[str, asyncio.Future[Msg]] = {}
 
     # --- plumbing -----------------------------------------------------------------------
 
@@ -135,6 +149,9 @@ class JetStreamPublisher:
                     storage=StorageType.FILE,
                 )
             )
+        # One subscription receives every ack, each on its own reply subject.
+        self._inbox = nc.new_inbox()
+        await nc.subscribe(f"{self._inbox}.*", cb=self._on_reply)
         self._nc, self._js = nc, js
 
     def close(self) -> None:
@@ -163,34 +180,72 @@ class JetStreamPublisher:
     async def _publish_all(
         self, js: JetStreamContext, window_id: str, messages: Sequence[OutgoingMessage]
     ) -> list[PublishOutcome]:
+        """Pipelined: every message goes out with its own reply subject on one shared
+        subscription, and the batch waits once for all acks (a request per message costs
+        several times more in nats-py). What has not answered by the deadline is Unknown."""
+        assert self._nc is not None
         subject = self.subject(window_id)
-        results = await asyncio.gather(
-            *(self._publish_one(js, subject, m) for m in messages), return_exceptions=True
-        )
+        loop = asyncio.get_running_loop()
+        waiting: dict[str, asyncio.Future[Msg]] = {}
+        for m in messages:
+            self._sequence += 1
+            reply = f"{self._inbox}.{self._sequence}"
+            waiting[reply] = self._waiting[reply] = loop.create_future()
+            await self._nc.publish(
+                subject,
+                _encode(
+                    _Body(
+                        m.window_id,
+                        m.identity,
+                        m.event_type,
+                        m.event_id,
+                        m.payload,
+                        m.payload_hash,
+                    )
+                ),
+                reply=reply,
+                headers={"Nats-Msg-Id": m.identity, "Nats-Expected-Stream": self.settings.stream},
+            )
+        try:
+            await asyncio.wait(waiting.values(), timeout=self.settings.publish_timeout_seconds)
+        finally:
+            for reply in waiting:
+                self._waiting.pop(reply, None)
         outcomes: list[PublishOutcome] = []
-        for message, result in zip(messages, results, strict=True):
-            if isinstance(result, BaseException):
-                outcomes.append(Unknown(f"{type(result).__name__}: {result}".strip()))
-            else:
-                outcomes.append(await self._judge_ack(js, message, result))
-        if all(isinstance(o, Unknown) for o in outcomes) and any(
-            isinstance(r, nats.js.errors.NoStreamResponseError) for r in results
-        ):
+        no_stream = 0
+        for m, future in zip(messages, waiting.values(), strict=True):
+            if not future.done():
+                future.cancel()
+                timeout = self.settings.publish_timeout_seconds
+                outcomes.append(Unknown(f"TimeoutError: no ack within {timeout:g} s"))
+                continue
+            reply_msg = future.result()
+            if (reply_msg.headers or {}).get("Status") == "503":
+                no_stream += 1
+                outcomes.append(Unknown("no responders"))
+                continue
+            try:
+                ack = _decode_ack(reply_msg.data)
+            except msgspec.DecodeError as exc:
+                outcomes.append(Unknown(f"unreadable ack: {exc}"))
+                continue
+            if ack.error is not None or ack.seq is None:
+                outcomes.append(Unknown(f"bus error: {ack.error}"))
+                continue
+            outcomes.append(
+                await self._judge_ack(
+                    js, m, PubAck(stream=ack.stream or "", seq=ack.seq, duplicate=ack.duplicate)
+                )
+            )
+        if no_stream == len(messages):
             # Nobody answered for the subject: no stream stored anything.
             raise PublishRefused(f"no JetStream stream answers for {subject}")
         return outcomes
 
-    async def _publish_one(self, js: JetStreamContext, subject: str, m: OutgoingMessage) -> PubAck:
-        body = _encode(
-            _Body(m.window_id, m.identity, m.event_type, m.event_id, m.payload, m.payload_hash)
-        )
-        return await js.publish(
-            subject,
-            body,
-            timeout=self.settings.publish_timeout_seconds,
-            stream=self.settings.stream,
-            headers={"Nats-Msg-Id": m.identity},
-        )
+    async def _on_reply(self, msg: Msg) -> None:
+        future = self._waiting.get(msg.subject)
+        if future is not None and not future.done():
+            future.set_result(msg)
 
     async def _judge_ack(
         self, js: JetStreamContext, m: OutgoingMessage, ack: PubAck

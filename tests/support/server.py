@@ -1,0 +1,139 @@
+"""Running the REAL HTTP service (`ledger serve`) as a subprocess on a free loopback port.
+
+    with running_server(database_url) as server:
+        httpx.get(server.url + "/health")
+
+The server is started exactly as an operator starts it (`python -m ledger.cli serve --host
+127.0.0.1 --port N`), with the environment given; `running_server` waits (bounded) until
+`GET /health` answers 200, failing with the server's stderr if it never does, and always stops it:
+SIGTERM first, SIGKILL after a bound. Only 127.0.0.1 is ever bound or contacted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+HOST = "127.0.0.1"
+START_TIMEOUT_SECONDS = 30.0
+STOP_TIMEOUT_SECONDS = 10.0
+
+
+class ServerDidNotStart(AssertionError):
+    pass
+
+
+def free_port() -> int:
+    """A port that was free on 127.0.0.1 a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RunningServer:
+    url: str
+    process: subprocess.Popen[bytes]
+    _stderr: IO[bytes]
+
+    def stderr(self) -> str:
+        """Everything the server wrote on stderr so far."""
+        self._stderr.flush()
+        return Path(self._stderr.name).read_text(errors="replace")
+
+
+def server_env(
+    database_url: str,
+    *,
+    tokens: str | None = None,
+    publisher: str | None = "embedded",
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The server's environment: ours, minus any LEDGER_* of the caller's, plus what is given."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    env["LEDGER_DATABASE_URL"] = database_url
+    if tokens is not None:
+        env["LEDGER_API_TOKENS"] = tokens
+    if publisher is not None:
+        env["LEDGER_PUBLISHER"] = publisher
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=STOP_TIMEOUT_SECONDS)
+
+
+@contextlib.contextmanager
+def running_server(
+    database_url: str,
+    *,
+    tokens: str | None = None,
+    publisher: str | None = "embedded",
+    extra_env: Mapping[str, str] | None = None,
+    start_timeout: float = START_TIMEOUT_SECONDS,
+) -> Iterator[RunningServer]:
+    """Start `ledger serve` on a free 127.0.0.1 port; yield once /health answers 200."""
+    port = free_port()
+    url = f"http://{HOST}:{port}"
+    with tempfile.NamedTemporaryFile(prefix="ledger-serve-", suffix=".stderr") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ledger.cli", "serve", "--host", HOST, "--port", str(port)],
+            cwd=ROOT,
+            env=server_env(database_url, tokens=tokens, publisher=publisher, extra=extra_env),
+            stdin=subprocess.DEVNULL,
+            stdout=stderr,
+            stderr=stderr,
+        )
+        server = RunningServer(url, process, stderr)
+        try:
+            _wait_until_healthy(server, start_timeout)
+            yield server
+        finally:
+            _stop(process)
+
+
+def _wait_until_healthy(server: RunningServer, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    with httpx.Client(base_url=server.url, timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            code = server.process.poll()
+            if code is not None:
+                raise ServerDidNotStart(
+                    f"`ledger serve` exited with {code} before answering /health; stderr:\n"
+                    f"{server.stderr()}"
+                )
+            try:
+                response = client.get("/health")
+                if response.status_code == 200:
+                    return
+                last = f"/health answered {response.status_code}: {response.text[:500]}"
+            except httpx.TransportError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            time.sleep(0.1)
+    raise ServerDidNotStart(
+        f"`ledger serve` did not answer GET /health with 200 within {timeout:.0f} s "
+        f"({last}); stderr:\n{server.stderr()}"
+    )
