@@ -35,6 +35,7 @@ from ledger.errors import (
     WindowClosed,
     WindowNotFound,
 )
+from ledger.infrastructure import fastjson
 from ledger.infrastructure.recorders import IdentityIndex, IndexChange
 from ledger.infrastructure.transcoder import JSONStateTranscoder
 from ledger.jcs import CanonicalizationError, canonicalize, sha256_hex
@@ -109,6 +110,7 @@ class Ledger(Application[UUID]):
     name = "ledger"
 
     def __init__(self, env: dict[str, str], publisher: Publisher | None = None) -> None:
+        fastjson.install()
         super().__init__(env)
         self.publisher: Publisher = publisher or EmbeddedPublisher()
         self.index: IdentityIndex = self.recorder  # type: ignore[assignment]

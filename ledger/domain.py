@@ -212,19 +212,25 @@ class Window(Aggregate):
         event_class: type[Any], prev_digest: str, version: int, kwargs: dict[str, Any]
     ) -> dict[str, Any]:
         timestamp = event_class.create_timestamp()
+        fields = _own_fields(event_class, kwargs)
         digest = chain_digest(
-            prev_digest,
-            version,
-            event_class.__name__,
-            format_recorded_at(timestamp),
-            _own_fields(event_class, kwargs),
+            prev_digest, version, event_class.__name__, format_recorded_at(timestamp), fields
         )
-        return {**kwargs, "timestamp": timestamp, "prev_digest": prev_digest, "digest": digest}
+        return {**fields, "timestamp": timestamp, "prev_digest": prev_digest, "digest": digest}
 
     def trigger_event(self, event_class: type[Any], **kwargs: Any) -> None:
         # Every event links to the one before: the digest is fixed when the event is made.
-        chained = self._chained(event_class, self.chain_head, self.version + 1, kwargs)
-        super().trigger_event(event_class, **chained)
+        version = self.version + 1
+        chained = self._chained(event_class, self.chain_head, version, kwargs)
+        unknown = kwargs.keys() - chained.keys()
+        if unknown:
+            raise TypeError(f"{event_class.__name__} has no fields {sorted(unknown)}")
+        # Built as eventsourcing's mapper rebuilds stored events (a frozen dataclass __init__
+        # costs a setattr per field, on the hot path); every field is set, defaults included.
+        event = object.__new__(event_class)
+        event.__dict__.update(originator_id=self.id, originator_version=version, **chained)
+        event.mutate(self)
+        self.pending_events.append(event)
 
     # --- state helpers ------------------------------------------------------------------
 

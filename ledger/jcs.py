@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from decimal import Decimal
 from json.encoder import encode_basestring
 from typing import Any
@@ -147,14 +148,34 @@ def _plain(value: Any) -> bool:
     return True
 
 
+def _stdlib_plain_bytes(value: Any) -> bytes:
+    return _fast_encode(value).encode("utf-8")
+
+
+# How "plain" values are written (see _plain). The standard library's C encoder by default; the
+# composition root may plug in a faster encoder that writes the same bytes (a port: the domain
+# imports nothing but the standard library, and the test suite holds any encoder to rfc8785).
+_plain_bytes: Callable[[Any], bytes] = _stdlib_plain_bytes
+
+
+def use_plain_encoder(encoder: Callable[[Any], bytes] | None) -> None:
+    """Install an encoder for plain values (None restores the standard library's)."""
+    global _plain_bytes
+    _plain_bytes = encoder or _stdlib_plain_bytes
+
+
 def canonicalize(value: Any) -> bytes:
     """The RFC 8785 canonical UTF-8 bytes of a JSON value."""
     if _plain(value):
-        text = _fast_encode(value)
-    else:
-        out: list[str] = []
-        _serialize(value, out)
-        text = "".join(out)
+        try:
+            return _plain_bytes(value)
+        except UnicodeEncodeError as exc:
+            raise CanonicalizationError(
+                "text contains a lone surrogate (not valid Unicode)"
+            ) from exc
+    out: list[str] = []
+    _serialize(value, out)
+    text = "".join(out)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError as exc:

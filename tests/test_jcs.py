@@ -249,3 +249,37 @@ def test_the_canonical_form_does_not_depend_on_key_insertion_order(
 ) -> None:
     reversed_order = dict(reversed(list(value.items())))
     assert canonicalize(reversed_order) == canonicalize(value)
+
+
+# The composition root may install a faster encoder for plain values (ledger.infrastructure.
+# fastjson); it must write the very same bytes as the RFC and the standard-library path.
+@pytest.mark.parametrize("encoder", ["stdlib", "msgspec"])
+@settings(max_examples=300, deadline=None)
+@given(
+    value=st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.text(),
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(st.text(max_size=6), children, max_size=4)
+        ),
+        max_leaves=12,
+    )
+)
+def test_both_plain_value_encoders_write_the_rfc_8785_bytes(encoder: str, value: object) -> None:
+    from ledger import jcs as module
+    from ledger.infrastructure import fastjson
+
+    if encoder == "msgspec":
+        fastjson.install()
+    else:
+        module.use_plain_encoder(None)
+    try:
+        try:
+            expected = rfc8785.dumps(value)
+        except Exception:
+            with pytest.raises(module.CanonicalizationError):
+                module.canonicalize(value)
+            return
+        assert module.canonicalize(value) == expected
+    finally:
+        module.use_plain_encoder(None)
