@@ -9,7 +9,7 @@ import contextlib
 import threading
 from collections.abc import Iterator, Sequence
 from copy import deepcopy
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 from uuid import UUID
@@ -83,12 +83,7 @@ class Verification:
     first_bad_version: int | None
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "events": self.events,
-            "head": self.head,
-            "first_bad_version": self.first_bad_version,
-        }
+        return asdict(self)
 
 
 def _message(a: Admission) -> OutgoingMessage:
