@@ -6,6 +6,7 @@ test keeps equal to the migration scripts' head.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,9 @@ def alembic_config() -> Config:
 
 def _run(store: ReadStore, action: str, revision: str) -> None:
     from alembic import command
+
+    # Alembic narrates every plugin and step at INFO; callers report the outcome themselves.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
     config = alembic_config()
     with store.writer.begin() as conn:
