@@ -35,10 +35,10 @@ def alembic_config() -> Config:
 
 
 def _run(store: ReadStore, action: str, revision: str) -> None:
-    from alembic import command
-
-    # Alembic narrates every plugin and step at INFO; callers report the outcome themselves.
+    # Alembic narrates every plugin and step at INFO (some at import); callers report the
+    # outcome themselves.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    from alembic import command
 
     config = alembic_config()
     with store.writer.begin() as conn:
