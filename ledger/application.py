@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from copy import deepcopy
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -128,12 +128,18 @@ class Ledger(Application[UUID]):
             return None
         return window
 
-    def _evict(self, window_id: str) -> None:
+    def _evict(self, window_id: str, *, only_if_dirty: bool = False) -> None:
         # The cache hands out the object itself (no deep copy): a failed command must not
-        # leave its rejected events in it.
-        if self.repository.cache is not None:
-            with contextlib.suppress(KeyError):
-                self.repository.cache.get(window_uuid(window_id), evict=True)
+        # leave its rejected events in it. A refusal that changed nothing keeps the cached
+        # window (reloading it costs a replay of the whole history).
+        cache = self.repository.cache
+        if cache is None:
+            return
+        with contextlib.suppress(KeyError):
+            cached = cast("Window", cache.get(window_uuid(window_id)))
+            if only_if_dirty and not cached.pending_events:
+                return
+            cache.get(window_uuid(window_id), evict=True)
 
     def _run(self, window_id: str, command: Any) -> Any:
         """Run a command under the window's lock; re-run it whole on a version conflict."""
@@ -144,7 +150,7 @@ class Ledger(Application[UUID]):
                 except (IntegrityError, StaleWindow):
                     self._evict(window_id)
                 except BaseException:
-                    self._evict(window_id)
+                    self._evict(window_id, only_if_dirty=True)
                     raise
             raise Contention(
                 f"window {window_id!r} kept changing under this command; nothing was recorded"
