@@ -29,6 +29,7 @@ from ledger.domain import (
 )
 from ledger.errors import (
     BusLedgerMismatch,
+    LedgerError,
     BusUnavailable,
     Contention,
     PublishRefused,
@@ -149,8 +150,14 @@ class Ledger(Application[UUID]):
                     return command()
                 except (IntegrityError, StaleWindow):
                     self._evict(window_id)
-                except BaseException:
+                except LedgerError:
+                    # A refusal comes before any save; keep the window unless it was changed.
                     self._evict(window_id, only_if_dirty=True)
+                    raise
+                except BaseException:
+                    # Anything else may come from inside save, which has already taken the
+                    # pending events: the object can be ahead of storage without showing it.
+                    self._evict(window_id)
                     raise
             raise Contention(
                 f"window {window_id!r} kept changing under this command; nothing was recorded"
