@@ -29,9 +29,9 @@ from ledger.domain import (
 )
 from ledger.errors import (
     BusLedgerMismatch,
-    LedgerError,
     BusUnavailable,
     Contention,
+    LedgerError,
     PublishRefused,
     WindowClosed,
     WindowNotFound,
