@@ -170,6 +170,10 @@ class Ledger(Application[UUID]):
             raise WindowNotFound(f"no window {window_id!r}")
         return window
 
+    def has_window(self, window_id: str) -> bool:
+        """Whether the window exists (one indexed read; the cache is not touched)."""
+        return bool(self.recorder.select_events(window_uuid(window_id), limit=1))
+
     def get_window(self, window_id: str) -> Window:
         """A snapshot for readers. The cache hands out the live object (no deep copy), and a
         read that fast-forwarded it in the middle of another thread's command would let that

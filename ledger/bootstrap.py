@@ -5,6 +5,7 @@ The HTTP app and the command line both build their parts here; nothing connects 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,16 +74,23 @@ class Services:
         return self.receipt(window_id)
 
     def receipt(self, window_id: str) -> dict[str, Any]:
-        receipt = self.read.receipt(window_id)
-        if receipt is None:
-            raise WindowNotFound(f"no window {window_id!r}")
-        return receipt
+        return self._projected(window_id, self.read.receipt)
 
     def gate(self, window_id: str) -> dict[str, Any]:
-        gate = self.read.gate(window_id)
-        if gate is None:
+        return self._projected(window_id, self.read.gate)
+
+    def _projected(
+        self, window_id: str, read: Callable[[str], dict[str, Any] | None]
+    ) -> dict[str, Any]:
+        """Read your writes: a window the ledger has but the read side has not applied yet is
+        waited for (bounded), not answered with 404."""
+        found = read(window_id)
+        if found is None and self.ledger.has_window(window_id):
+            self.catch_up()
+            found = read(window_id)
+        if found is None:
             raise WindowNotFound(f"no window {window_id!r}")
-        return gate
+        return found
 
     def close(self) -> None:
         if self.following:
