@@ -87,6 +87,24 @@ class Verification:
         return asdict(self)
 
 
+def _record_admitted(
+    window: Window,
+    m: Admission | OutgoingMessage,
+    offset: int,
+    source: dict[str, Any] | None,
+) -> None:
+    """Record an identity as admitted at `offset`: an arrival, or a message the bus holds."""
+    window.admit(
+        identity=m.identity,
+        event_type=m.event_type,
+        event_id=m.event_id,
+        payload=m.payload,
+        payload_hash=m.payload_hash,
+        offset=offset,
+        source=source,
+    )
+
+
 def _message(a: Admission) -> OutgoingMessage:
     return OutgoingMessage(
         a.window_id, a.identity, a.event_type, a.event_id, a.payload, a.payload_hash
@@ -271,15 +289,7 @@ class Ledger(Application[UUID]):
             if was_unknown:
                 window.reconcile(identity=a.identity, offset=outcome.offset)
             else:
-                window.admit(
-                    identity=a.identity,
-                    event_type=a.event_type,
-                    event_id=a.event_id,
-                    payload=a.payload,
-                    payload_hash=a.payload_hash,
-                    offset=outcome.offset,
-                    source=a.source,
-                )
+                _record_admitted(window, a, outcome.offset, a.source)
             admitted = Known(IdentityState.ADMITTED, a.payload_hash, outcome.offset)
             return Verdict.ADMITTED, outcome.offset, admitted
         if isinstance(outcome, Superseded):
@@ -288,15 +298,7 @@ class Ledger(Application[UUID]):
                 return Verdict.PUBLISH_UNKNOWN, None, None
             # Another writer published this identity first with another payload and has not
             # recorded it here: the bus's message is the truth; adopt it, judge ours against it.
-            window.admit(
-                identity=original.identity,
-                event_type=original.event_type,
-                event_id=original.event_id,
-                payload=original.payload,
-                payload_hash=original.payload_hash,
-                offset=outcome.offset,
-                source=None,
-            )
+            _record_admitted(window, original, outcome.offset, None)
             window.quarantine(
                 identity=a.identity,
                 event_type=a.event_type,
@@ -479,15 +481,7 @@ class Ledger(Application[UUID]):
                     }
                 )
                 continue
-            window.admit(
-                identity=m.identity,
-                event_type=m.event_type,
-                event_id=m.event_id,
-                payload=m.payload,
-                payload_hash=m.payload_hash,
-                offset=held_message.offset,
-                source=None,
-            )
+            _record_admitted(window, m, held_message.offset, None)
             known[m.identity] = Known(IdentityState.ADMITTED, m.payload_hash, held_message.offset)
             changes.append(
                 IndexChange(
