@@ -105,6 +105,19 @@ def _record_admitted(
     )
 
 
+def _record_quarantined(window: Window, a: Admission, original_hash: str) -> None:
+    """Record an arrival whose identity is known with another payload (the first stays)."""
+    window.quarantine(
+        identity=a.identity,
+        event_type=a.event_type,
+        event_id=a.event_id,
+        original_hash=original_hash,
+        received_hash=a.payload_hash,
+        received_payload=a.payload,
+        source=a.source,
+    )
+
+
 def _message(a: Admission) -> OutgoingMessage:
     return OutgoingMessage(
         a.window_id, a.identity, a.event_type, a.event_id, a.payload, a.payload_hash
@@ -269,15 +282,7 @@ class Ledger(Application[UUID]):
             return Verdict.DUPLICATE, before.offset, None
         if action is Action.QUARANTINE:
             assert before is not None
-            window.quarantine(
-                identity=a.identity,
-                event_type=a.event_type,
-                event_id=a.event_id,
-                original_hash=before.payload_hash,
-                received_hash=a.payload_hash,
-                received_payload=a.payload,
-                source=a.source,
-            )
+            _record_quarantined(window, a, before.payload_hash)
             return Verdict.QUARANTINED, None, None
         # Each identity's outcome is used once: a same-hash repeat later in the batch finds the
         # identity ADMITTED (a duplicate) or still UNKNOWN (nothing new).
@@ -299,15 +304,7 @@ class Ledger(Application[UUID]):
             # Another writer published this identity first with another payload and has not
             # recorded it here: the bus's message is the truth; adopt it, judge ours against it.
             _record_admitted(window, original, outcome.offset, None)
-            window.quarantine(
-                identity=a.identity,
-                event_type=a.event_type,
-                event_id=a.event_id,
-                original_hash=original.payload_hash,
-                received_hash=a.payload_hash,
-                received_payload=a.payload,
-                source=a.source,
-            )
+            _record_quarantined(window, a, original.payload_hash)
             adopted = Known(IdentityState.ADMITTED, original.payload_hash, outcome.offset)
             return Verdict.QUARANTINED, None, adopted
         if was_unknown:
