@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import msgspec
 
 from ledger.errors import InvalidAdmission, PayloadTooLarge
-from ledger.jcs import CanonicalizationError, canonicalize, sha256_hex
+from ledger.jcs import MAX_SAFE_INTEGER, CanonicalizationError, canonicalize, sha256_hex
 
 # (?!\n) before $: Python's $ also matches before a final newline ("abc\n" must not pass);
 # the pattern stays valid ECMAScript for the OpenAPI document.
@@ -30,7 +30,8 @@ Partition = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PARTITION, 
 
 class SourceIn(msgspec.Struct, forbid_unknown_fields=True):
     partition: Partition
-    offset: Annotated[int, msgspec.Meta(ge=0)]
+    # Bounded like every integer the ledger hashes: it is part of the chained event.
+    offset: Annotated[int, msgspec.Meta(ge=0, le=MAX_SAFE_INTEGER)]
 
 
 class AdmissionIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -49,6 +50,9 @@ class Admission:
     source: dict[str, Any] | None
     identity: str
     payload_hash: str
+    # canonicalize(payload), kept from hashing: the chain digest embeds it instead of
+    # encoding the payload again.
+    canonical_payload: bytes | None = None
 
 
 def _check_name(what: str, value: object) -> None:
@@ -82,11 +86,11 @@ def _check_item(index: int, item: AdmissionIn) -> None:
         and 1 <= len(source.partition) <= MAX_PARTITION
         and "\x00" not in source.partition
         and type(source.offset) is int
-        and source.offset >= 0
+        and 0 <= source.offset <= MAX_SAFE_INTEGER
     ):
         raise InvalidAdmission(
             f'events[{index}].source must be {{"partition": 1 to {MAX_PARTITION} characters '
-            'without NUL, "offset": integer >= 0}'
+            f'without NUL, "offset": integer from 0 to {MAX_SAFE_INTEGER}}}'
         )
 
 
@@ -111,6 +115,10 @@ def prepare(
             canonical = canonicalize(item.payload)
         except CanonicalizationError as exc:
             raise InvalidAdmission(f"events[{index}].payload: {exc}") from None
+        try:
+            identity = identity_of(window_id, item.event_type, item.event_id)
+        except CanonicalizationError as exc:
+            raise InvalidAdmission(f"events[{index}].event_id: {exc}") from None
         if len(canonical) > max_payload_bytes:
             raise PayloadTooLarge(
                 f"events[{index}].payload is {len(canonical)} bytes in canonical form; "
@@ -119,6 +127,10 @@ def prepare(
         source = None
         if item.source is not None:
             source = {"partition": item.source.partition, "offset": item.source.offset}
+            try:
+                canonicalize(source)  # it is chained with the event: it must have a JCS form
+            except CanonicalizationError as exc:
+                raise InvalidAdmission(f"events[{index}].source: {exc}") from None
         prepared.append(
             Admission(
                 window_id=window_id,
@@ -126,8 +138,9 @@ def prepare(
                 event_id=item.event_id,
                 payload=item.payload,
                 source=source,
-                identity=identity_of(window_id, item.event_type, item.event_id),
+                identity=identity,
                 payload_hash=sha256_hex(canonical),
+                canonical_payload=canonical,
             )
         )
     return prepared

@@ -7,15 +7,22 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from copy import deepcopy
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, StoredEvent, Transcoder
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    StoredEvent,
+    Transcoder,
+)
 from eventsourcing.utils import resolve_topic
 
 from ledger.admissions import Admission, identity_of
@@ -37,7 +44,12 @@ from ledger.errors import (
     WindowNotFound,
 )
 from ledger.infrastructure import fastjson
-from ledger.infrastructure.recorders import IdentityIndex, IndexChange
+from ledger.infrastructure.recorders import (
+    Chunk,
+    IdentityIndex,
+    IndexChange,
+    StreamingRecorder,
+)
 from ledger.infrastructure.transcoder import JSONStateTranscoder
 from ledger.jcs import CanonicalizationError, canonicalize, sha256_hex
 from ledger.publishing import (
@@ -52,12 +64,16 @@ from ledger.publishing import (
 from ledger.verdicts import Action, IdentityState, Known, Verdict, classify
 
 MAX_ATTEMPTS = 20
+TRANSIENT_ATTEMPTS = 10  # as eventsourcing's own insert retries
+TRANSIENT_WAIT_SECONDS = 0.2
+# Events per chunk of a streamed save (see _save_stream): small enough to overlap, large
+# enough that a statement per chunk costs little.
+STREAM_CHUNK = 50
 HISTORY_PAGE = 1000
 _LOCK_STRIPES = 64
 
 
-@dataclass(frozen=True, slots=True)
-class AdmissionResult:
+class AdmissionResult(NamedTuple):
     event_type: str
     event_id: str
     identity: str
@@ -102,6 +118,7 @@ def _record_admitted(
         payload_hash=m.payload_hash,
         offset=offset,
         source=source,
+        canonical_payload=m.canonical_payload if isinstance(m, Admission) else None,
     )
 
 
@@ -115,6 +132,7 @@ def _record_quarantined(window: Window, a: Admission, original_hash: str) -> Non
         received_hash=a.payload_hash,
         received_payload=a.payload,
         source=a.source,
+        canonical_payload=a.canonical_payload,
     )
 
 
@@ -176,11 +194,20 @@ class Ledger(Application[UUID]):
     def _run(self, window_id: str, command: Any) -> Any:
         """Run a command under the window's lock; re-run it whole on a version conflict."""
         with self._lock(window_id):
+            transient = 0
             for _ in range(MAX_ATTEMPTS):
                 try:
                     return command()
                 except (IntegrityError, StaleWindow):
                     self._evict(window_id)
+                except (OperationalError, InterfaceError):
+                    # A dropped connection or a lock timeout: retried as the library retries
+                    # its own inserts (the streamed save is not wrapped by its decorator).
+                    self._evict(window_id)
+                    transient += 1
+                    if transient >= TRANSIENT_ATTEMPTS:
+                        raise
+                    time.sleep(TRANSIENT_WAIT_SECONDS)
                 except LedgerError:
                     # A refusal comes before any save; keep the window unless it was changed.
                     self._evict(window_id, only_if_dirty=True)
@@ -245,22 +272,50 @@ class Ledger(Application[UUID]):
         # Record: walk the batch in order; a repeat is judged against the earlier item.
         if window is None:
             window = Window.open(window_id)
-        changes: dict[str, IndexChange] = {}
-        results = []
-        for a in admissions:
-            verdict, offset, now = self._apply(window, a, known.get(a.identity), outcomes)
-            if now is not None:
-                known[a.identity] = now
-                changes[a.identity] = IndexChange(
-                    window_id, a.identity, now.payload_hash, now.state, now.offset
-                )
-            results.append(
-                AdmissionResult(
-                    a.event_type, a.event_id, a.identity, a.payload_hash, verdict, offset
-                )
-            )
-        self.save(window, index_changes=list(changes.values()))
+        results: list[AdmissionResult] = []
+
+        def chunks() -> Iterator[Chunk]:
+            assert window is not None
+            with window.one_moment():
+                for start in range(0, len(admissions), STREAM_CHUNK):
+                    changes: dict[str, IndexChange] = {}
+                    for a in admissions[start : start + STREAM_CHUNK]:
+                        before = known.get(a.identity)
+                        verdict, offset, now = self._apply(window, a, before, outcomes)
+                        if now is not None:
+                            known[a.identity] = now
+                            changes[a.identity] = IndexChange(
+                                window_id,
+                                a.identity,
+                                now.payload_hash,
+                                now.state,
+                                now.offset,
+                                new=before is None,
+                            )
+                        results.append(
+                            AdmissionResult(
+                                a.event_type,
+                                a.event_id,
+                                a.identity,
+                                a.payload_hash,
+                                verdict,
+                                offset,
+                            )
+                        )
+                    stored = [self.mapper.to_stored_event(e) for e in window.collect_events()]
+                    yield stored, list(changes.values())
+
+        self._save_stream(window, chunks())
         return results
+
+    def _save_stream(self, window: Window, chunks: Iterator[Chunk]) -> None:
+        """`Application.save` for a command that makes its events in chunks: the recorder may
+        write each chunk while the next is made. The cache bookkeeping is the library's; its
+        `notify` hooks are not called (nothing here subscribes to them: the read side follows
+        the stored log)."""
+        cast("StreamingRecorder", self.recorder).insert_event_stream(chunks)
+        if self.repository.cache is not None and not self.repository.fastforward:
+            self.repository.cache.put(window.id, window)
 
     @staticmethod
     def _apply(

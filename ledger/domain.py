@@ -9,14 +9,17 @@ a table written in the same transaction as the events.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from hashlib import sha256
 from typing import Any, ClassVar
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Aggregate, OriginatorIDError, OriginatorVersionError
 
 from ledger.errors import PublishUnknownPending, WindowClosed
-from ledger.jcs import canonicalize, sha256_hex
+from ledger.jcs import Canonical, canonicalize
 
 GENESIS_DIGEST = "0" * 64
 _ZERO = timedelta(0)
@@ -50,33 +53,51 @@ def format_recorded_at(timestamp: datetime) -> str:
 def chain_digest(
     prev_digest: str, version: int, type_name: str, recorded_at: str, fields: dict[str, Any]
 ) -> str:
-    """digest = sha256(prev_digest + JCS({version, type, recorded_at, fields})) (contract s.2)."""
-    body = canonicalize(
-        {"version": version, "type": type_name, "recorded_at": recorded_at, "fields": fields}
+    """digest = sha256(prev_digest + JCS({version, type, recorded_at, fields})) (contract s.2).
+
+    The envelope is written by hand around the canonical fields: its keys are already in
+    RFC 8785 order, and `recorded_at` and `type` are ASCII text that needs no escaping (the
+    tests hold this to the `rfc8785` package). `fields` may hold `Canonical` leaves.
+    """
+    digest = sha256(f'{prev_digest}{{"fields":'.encode("ascii"))
+    digest.update(canonicalize(fields))
+    digest.update(
+        f',"recorded_at":"{recorded_at}","type":"{type_name}","version":{version}}}'.encode("ascii")
     )
-    return sha256_hex(prev_digest.encode("ascii") + body)
+    return digest.hexdigest()
 
 
-_DATA_FIELDS: dict[type[Any], tuple[dataclasses.Field[Any], ...]] = {}
+# Per event class: its own data fields as (name, default, default_factory).
+_DATA_FIELDS: dict[type[Any], tuple[tuple[str, Any, Any], ...]] = {}
 
 
-def _data_fields(event_class: type[Any]) -> tuple[dataclasses.Field[Any], ...]:
+def _data_fields(event_class: type[Any]) -> tuple[tuple[str, Any, Any], ...]:
     found = _DATA_FIELDS.get(event_class)
     if found is None:
-        found = tuple(f for f in dataclasses.fields(event_class) if f.name not in META_KEYS)
+        found = tuple(
+            (f.name, f.default, f.default_factory)
+            for f in dataclasses.fields(event_class)
+            if f.name not in META_KEYS
+        )
         _DATA_FIELDS[event_class] = found
     return found
 
 
 def _own_fields(event_class: type[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The event's own data: every field, from `kwargs` or its default."""
     own: dict[str, Any] = {}
-    for field in _data_fields(event_class):
-        if field.name in kwargs:
-            own[field.name] = kwargs[field.name]
-        elif field.default is not dataclasses.MISSING:
-            own[field.name] = field.default
-        elif field.default_factory is not dataclasses.MISSING:
-            own[field.name] = field.default_factory()
+    given = 0
+    for name, default, default_factory in _data_fields(event_class):
+        if name in kwargs:
+            own[name] = kwargs[name]
+            given += 1
+        elif default is not dataclasses.MISSING:
+            own[name] = default
+        elif default_factory is not dataclasses.MISSING:
+            own[name] = default_factory()
+    if given != len(kwargs):
+        unknown = sorted(kwargs.keys() - own.keys())
+        raise TypeError(f"{event_class.__name__} has no fields {unknown}")
     return own
 
 
@@ -94,14 +115,27 @@ class Window(Aggregate):
         digest: str
 
         def mutate(self, aggregate: Any) -> Any:
-            # Every event moves the chain head, so a replayed window has it too.
-            window = super().mutate(aggregate)
-            assert window is not None
-            window.chain_head = self.digest
-            return window
+            # The library's checks and bookkeeping, inline (this runs once per admission), and
+            # the chain head, which every event moves, so a replayed window has it too.
+            if self.originator_id is not aggregate.id and self.originator_id != aggregate.id:
+                raise OriginatorIDError(self.originator_id, aggregate.id)
+            next_version = aggregate.version + 1
+            if self.originator_version != next_version:
+                raise OriginatorVersionError(self.originator_version, next_version)
+            self.apply(aggregate)
+            aggregate.version = self.originator_version
+            aggregate.modified_on = self.timestamp
+            aggregate.chain_head = self.digest
+            return aggregate
 
     class WindowOpened(Event, Aggregate.Created):
         window_id: str
+
+        def mutate(self, aggregate: Any) -> Any:
+            window = Aggregate.Created.mutate(self, aggregate)
+            assert window is not None
+            window.chain_head = self.digest
+            return window
 
     class EventAdmitted(Event):
         identity: str
@@ -204,38 +238,97 @@ class Window(Aggregate):
 
     @classmethod
     def open(cls, window_id: str) -> Window:
-        kwargs = cls._chained(cls.WindowOpened, GENESIS_DIGEST, 1, {"window_id": window_id})
+        kwargs = cls._chained(
+            cls.WindowOpened,
+            GENESIS_DIGEST,
+            1,
+            _own_fields(cls.WindowOpened, {"window_id": window_id}),
+        )
         return cls._create(cls.WindowOpened, id=window_uuid(window_id), **kwargs)
 
     @staticmethod
     def _chained(
-        event_class: type[Any], prev_digest: str, version: int, kwargs: dict[str, Any]
+        event_class: type[Any],
+        prev_digest: str,
+        version: int,
+        fields: dict[str, Any],
+        moment: tuple[datetime, str] | None = None,
+        canonical: dict[str, bytes] | None = None,
     ) -> dict[str, Any]:
-        timestamp = event_class.create_timestamp()
-        fields = _own_fields(event_class, kwargs)
-        digest = chain_digest(
-            prev_digest, version, event_class.__name__, format_recorded_at(timestamp), fields
-        )
-        return {**fields, "timestamp": timestamp, "prev_digest": prev_digest, "digest": digest}
+        """`fields` plus the event's timestamp and chain links (added to `fields` itself)."""
+        if moment is None:
+            timestamp = event_class.create_timestamp()
+            recorded_at = format_recorded_at(timestamp)
+        else:
+            timestamp, recorded_at = moment
+        hashed = fields
+        if canonical:
+            hashed = fields.copy()
+            for name, data in canonical.items():
+                hashed[name] = Canonical(data)
+        digest = chain_digest(prev_digest, version, event_class.__name__, recorded_at, hashed)
+        fields["timestamp"] = timestamp
+        fields["prev_digest"] = prev_digest
+        fields["digest"] = digest
+        return fields
 
-    def trigger_event(self, event_class: type[Any], **kwargs: Any) -> None:
+    def trigger_event(
+        self,
+        event_class: type[Any],
+        *,
+        canonical: dict[str, bytes] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Make, apply and hold the next event. `canonical` gives fields already in canonical
+        form (the caller vouches they are `canonicalize(kwargs[name])`), so the chain does not
+        encode them again."""
+        self._trigger(event_class, _own_fields(event_class, kwargs), canonical)
+
+    def _trigger(
+        self,
+        event_class: type[Any],
+        fields: dict[str, Any],
+        canonical: dict[str, bytes] | None = None,
+    ) -> None:
+        """`trigger_event` for a command that gives every field of the event itself."""
         # Every event links to the one before: the digest is fixed when the event is made.
         version = self.version + 1
-        chained = self._chained(event_class, self.chain_head, version, kwargs)
-        unknown = kwargs.keys() - chained.keys()
-        if unknown:
-            raise TypeError(f"{event_class.__name__} has no fields {sorted(unknown)}")
+        state = self._chained(
+            event_class, self.chain_head, version, fields, self._moment, canonical
+        )
+        state["originator_id"] = self.id
+        state["originator_version"] = version
         # Built as eventsourcing's mapper rebuilds stored events (a frozen dataclass __init__
         # costs a setattr per field, on the hot path); every field is set, defaults included.
         event = object.__new__(event_class)
-        event.__dict__.update(originator_id=self.id, originator_version=version, **chained)
+        object.__setattr__(event, "__dict__", state)
         event.mutate(self)
         self.pending_events.append(event)
+
+    # Set while one command records several events: they are saved in one transaction, so
+    # they share one recorded time (and the clock is read and formatted once).
+    _moment: tuple[datetime, str] | None = None
+
+    @contextmanager
+    def one_moment(self) -> Iterator[None]:
+        """Events triggered inside share one timestamp."""
+        timestamp = self.Event.create_timestamp()
+        self._moment = (timestamp, format_recorded_at(timestamp))
+        try:
+            yield
+        finally:
+            del self._moment
 
     # --- state helpers ------------------------------------------------------------------
 
     def _note_offset(self, offset: int) -> None:
-        self.bus_offsets = _bounds(self.bus_offsets, offset)
+        bounds = self.bus_offsets
+        if bounds is None:
+            self.bus_offsets = [offset, offset]
+        elif offset < bounds[0]:
+            bounds[0] = offset
+        elif offset > bounds[1]:
+            bounds[1] = offset
 
     def _note_source(self, source: dict[str, Any] | None) -> None:
         if source is not None:
@@ -278,17 +371,23 @@ class Window(Aggregate):
         payload_hash: str,
         offset: int,
         source: dict[str, Any] | None,
+        canonical_payload: bytes | None = None,
     ) -> None:
+        """`canonical_payload`: `canonicalize(payload)`, when the caller has it already."""
         self._require_open()
-        self.trigger_event(
+        # Every field of EventAdmitted, given directly: this runs once per admission.
+        self._trigger(
             self.EventAdmitted,
-            identity=identity,
-            event_type=event_type,
-            event_id=event_id,
-            payload=payload,
-            payload_hash=payload_hash,
-            offset=offset,
-            source=source,
+            {
+                "identity": identity,
+                "event_type": event_type,
+                "event_id": event_id,
+                "payload": payload,
+                "payload_hash": payload_hash,
+                "offset": offset,
+                "source": source,
+            },
+            None if canonical_payload is None else {"payload": canonical_payload},
         )
 
     def absorb_duplicate(
@@ -300,12 +399,14 @@ class Window(Aggregate):
         source: dict[str, Any] | None = None,
     ) -> None:
         self._require_open()
-        self.trigger_event(
+        self._trigger(
             self.DuplicateAbsorbed,
-            identity=identity,
-            payload_hash=payload_hash,
-            offset=offset,
-            source=source,
+            {
+                "identity": identity,
+                "payload_hash": payload_hash,
+                "offset": offset,
+                "source": source,
+            },
         )
 
     def quarantine(
@@ -318,10 +419,15 @@ class Window(Aggregate):
         received_hash: str,
         received_payload: dict[str, Any],
         source: dict[str, Any] | None,
+        canonical_payload: bytes | None = None,
     ) -> None:
+        """`canonical_payload`: `canonicalize(received_payload)`, when the caller has it."""
         self._require_open()
         self.trigger_event(
             self.MismatchQuarantined,
+            canonical=(
+                None if canonical_payload is None else {"received_payload": canonical_payload}
+            ),
             identity=identity,
             event_type=event_type,
             event_id=event_id,

@@ -21,6 +21,19 @@ class CanonicalizationError(ValueError):
     """The value has no canonical JSON form (big integer, NaN, Infinity, lone surrogate...)."""
 
 
+class Canonical:
+    """A JSON value given by its canonical bytes, embedded verbatim by `canonicalize`.
+
+    The caller vouches that `data` is `canonicalize(value)` of some value: a payload hashed on
+    arrival is not walked and encoded a second time to chain the event that carries it.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
 # The C-accelerated JSON string encoder escapes exactly what RFC 8785 escapes (quote, backslash,
 # \b \f \n \r \t, other controls as lowercase \u00xx) and passes everything else through.
 _string = encode_basestring
@@ -79,6 +92,8 @@ def _serialize(value: Any, out: list[str]) -> None:
             out.append(":")
             _serialize(item, out)
         out.append("}")
+    elif type(value) is Canonical:
+        out.append(value.data.decode("utf-8"))
     elif isinstance(value, list | tuple):
         out.append("[")
         for i, item in enumerate(value):
@@ -120,11 +135,16 @@ _fast_encode = json.JSONEncoder(
 ).encode
 
 
-def _plain(value: Any) -> bool:
-    """True when the C-accelerated stdlib encoder writes exactly the RFC 8785 text: no floats
+_NOT_PLAIN, _PLAIN, _PLAIN_WITH_CANONICAL = 0, 1, 2
+
+
+def _plain(value: Any) -> int:
+    """_PLAIN when the C-accelerated stdlib encoder writes exactly the RFC 8785 text: no floats
     (ECMAScript number formatting differs), integers in the safe range, and keys within the
-    BMP (where code point order equals UTF-16 code unit order). Iterative: this runs per
-    admission, so it avoids recursion and generators."""
+    BMP (where code point order equals UTF-16 code unit order); _PLAIN_WITH_CANONICAL when it
+    also holds `Canonical` leaves. Iterative: this runs per admission, so it avoids recursion
+    and generators."""
+    found = _PLAIN
     stack = [value]
     pop, push = stack.pop, stack.append
     while stack:
@@ -134,18 +154,20 @@ def _plain(value: Any) -> bool:
             continue
         if kind is int:
             if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
-                return False
+                return _NOT_PLAIN
         elif kind is dict:
             for key, child in item.items():
                 if type(key) is not str or not (key.isascii() or max(key) <= "\uffff"):
-                    return False
+                    return _NOT_PLAIN
                 if type(child) is not str:
                     push(child)
         elif kind is list or kind is tuple:
             stack.extend(item)
+        elif kind is Canonical:
+            found = _PLAIN_WITH_CANONICAL
         else:
-            return False
-    return True
+            return _NOT_PLAIN
+    return found
 
 
 def _stdlib_plain_bytes(value: Any) -> bytes:
@@ -156,17 +178,25 @@ def _stdlib_plain_bytes(value: Any) -> bytes:
 # composition root may plug in a faster encoder that writes the same bytes (a port: the domain
 # imports nothing but the standard library, and the test suite holds any encoder to rfc8785).
 _plain_bytes: Callable[[Any], bytes] = _stdlib_plain_bytes
+_plain_embeds_canonical = False
 
 
-def use_plain_encoder(encoder: Callable[[Any], bytes] | None) -> None:
-    """Install an encoder for plain values (None restores the standard library's)."""
-    global _plain_bytes
+def use_plain_encoder(
+    encoder: Callable[[Any], bytes] | None, *, embeds_canonical: bool = False
+) -> None:
+    """Install an encoder for plain values (None restores the standard library's).
+
+    `embeds_canonical`: the encoder writes a `Canonical` leaf's bytes verbatim.
+    """
+    global _plain_bytes, _plain_embeds_canonical
     _plain_bytes = encoder or _stdlib_plain_bytes
+    _plain_embeds_canonical = embeds_canonical and encoder is not None
 
 
 def canonicalize(value: Any) -> bytes:
-    """The RFC 8785 canonical UTF-8 bytes of a JSON value."""
-    if _plain(value):
+    """The RFC 8785 canonical UTF-8 bytes of a JSON value (`Canonical` leaves as given)."""
+    kind = _plain(value)
+    if kind == _PLAIN or (kind == _PLAIN_WITH_CANONICAL and _plain_embeds_canonical):
         try:
             return _plain_bytes(value)
         except UnicodeEncodeError as exc:

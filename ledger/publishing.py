@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 
-@dataclass(frozen=True, slots=True)
-class OutgoingMessage:
+class OutgoingMessage(NamedTuple):
     window_id: str
     identity: str  # the bus message id
     event_type: str
@@ -17,8 +16,7 @@ class OutgoingMessage:
     payload_hash: str
 
 
-@dataclass(frozen=True, slots=True)
-class Published:
+class Published(NamedTuple):
     offset: int
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class IdentityState(StrEnum):
@@ -29,9 +29,11 @@ class Action(StrEnum):
     QUARANTINE = "QUARANTINE"  # known identity, different hash: the first stays the truth
 
 
-@dataclass(frozen=True, slots=True)
-class Known:
-    """What the ledger knows of an identity: its state, the true payload hash, its offset."""
+class Known(NamedTuple):
+    """What the ledger knows of an identity: its state, the true payload hash, its offset.
+
+    (A NamedTuple, like the other values made once per admission: immutable, and cheaper to
+    make than a frozen dataclass.)"""
 
     state: IdentityState
     payload_hash: str

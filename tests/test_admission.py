@@ -1026,6 +1026,16 @@ BAD_BATCHES: dict[str, tuple[str, Callable[[], list[AdmissionIn]]]] = {
     "payload-over-1-mib": ("w", lambda: [raw(), raw(event_id="2", payload=oversize_payload(1))]),
     "payload-not-an-object": ("w", lambda: [raw(payload=[1, 2])]),
     "negative-source-offset": ("w", lambda: [raw(source=SourceIn(partition="p", offset=-1))]),
+    # Chained with the event, so it must have a JCS form like everything else hashed.
+    "source-offset-2-to-the-53": (
+        "w",
+        lambda: [raw(source=SourceIn(partition="p", offset=2**53))],
+    ),
+    "lone-surrogate-in-partition": (
+        "w",
+        lambda: [raw(source=SourceIn(partition="p\ud800", offset=1))],
+    ),
+    "lone-surrogate-in-event-id": ("w", lambda: [raw(event_id="e\ud800")]),
 }
 
 

@@ -43,9 +43,7 @@ def _heal(database_url: str) -> None:
             conn.execute("DROP TRIGGER refuse ON ledger_events")
 
 
-def test_a_failed_save_leaves_no_trace_and_the_retry_records_without_a_gap(
-    ledger, database_url
-):
+def test_a_failed_save_leaves_no_trace_and_the_retry_records_without_a_gap(ledger, database_url):
     ledger.admit("w", batch("w", event("1"), event("2")))  # versions 1-3; the window is cached
     _fail_inserts_after(database_url, 3)
     with pytest.raises((Contention, Exception)):

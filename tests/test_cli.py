@@ -14,7 +14,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _line(event_id: str, payload: dict[str, object] | None = None) -> str:
-    body = {"event_type": "order.created", "event_id": event_id, "payload": payload or {"n": event_id}}
+    body = {
+        "event_type": "order.created",
+        "event_id": event_id,
+        "payload": payload or {"n": event_id},
+    }
     return json.dumps(body) + "\n"
 
 
@@ -25,7 +29,12 @@ def ledger_cmd(database_url: str):
     def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "ledger.cli", *args],
-            input=stdin, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=120,
         )
 
     assert run("db", "upgrade").returncode == 0
@@ -45,7 +54,10 @@ def test_admitting_a_file_twice_admits_once_and_then_answers_duplicates(ledger_c
     assert _counts(first.stdout)["ADMITTED"] == 1200
     second = ledger_cmd("admit", "w", str(source), "--quiet")
     assert _counts(second.stdout) == {
-        "ADMITTED": 0, "DUPLICATE": 1200, "QUARANTINED": 0, "PUBLISH_UNKNOWN": 0
+        "ADMITTED": 0,
+        "DUPLICATE": 1200,
+        "QUARANTINED": 0,
+        "PUBLISH_UNKNOWN": 0,
     }
     history = ledger_cmd("history", "w")
     types = [json.loads(line)["type"] for line in history.stdout.splitlines()]

@@ -283,3 +283,60 @@ def test_both_plain_value_encoders_write_the_rfc_8785_bytes(encoder: str, value:
         assert module.canonicalize(value) == expected
     finally:
         module.use_plain_encoder(None)
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53) + 1, 2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+# A payload hashed on arrival is embedded by its canonical bytes (jcs.Canonical) when its event
+# is chained: the result must be the canonical form of the object holding the payload itself.
+@pytest.mark.parametrize("encoder", ["stdlib", "msgspec"])
+@settings(max_examples=300, deadline=None)
+@given(
+    fields=st.dictionaries(st.text(max_size=8), json_values, max_size=5),
+    name=st.text(max_size=8),
+    payload=json_values,
+)
+def test_a_value_embedded_by_its_canonical_bytes_encodes_like_the_value_itself(
+    encoder: str, fields: dict[str, Any], name: str, payload: Any
+) -> None:
+    from ledger import jcs as module
+    from ledger.infrastructure import fastjson
+
+    if encoder == "msgspec":
+        fastjson.install()
+    else:
+        module.use_plain_encoder(None)
+    try:
+        expected = rfc8785.dumps({**fields, name: payload})
+        embedded = {**fields, name: module.Canonical(rfc8785.dumps(payload))}
+        assert module.canonicalize(embedded) == expected
+    finally:
+        module.use_plain_encoder(None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    fields=st.dictionaries(st.text(max_size=8), json_values, max_size=5),
+    version=st.integers(1, 2**53 - 1),
+    type_name=st.sampled_from(["WindowOpened", "EventAdmitted", "WindowClosed"]),
+)
+def test_the_chain_digest_is_sha256_of_the_previous_digest_and_the_rfc_8785_envelope(
+    fields: dict[str, Any], version: int, type_name: str
+) -> None:
+    from ledger.domain import GENESIS_DIGEST, chain_digest
+
+    recorded_at = "2026-11-25T19:45:22.123456Z"
+    envelope = {"version": version, "type": type_name, "recorded_at": recorded_at, "fields": fields}
+    expected = sha256_hex(GENESIS_DIGEST.encode() + rfc8785.dumps(envelope))
+    assert chain_digest(GENESIS_DIGEST, version, type_name, recorded_at, fields) == expected

@@ -24,13 +24,21 @@ def _fill(services) -> int:
     """Many events, none projected yet; returns the log's head."""
     for w in range(WINDOWS):
         window_id = f"w{w:02d}"
-        services.ledger.admit(window_id, batch(window_id, *[
-            event(str(n), {"n": n, "w": w}, source={"partition": f"p{n % 4}", "offset": n})
-            for n in range(PER_WINDOW)
-        ]))
+        services.ledger.admit(
+            window_id,
+            batch(
+                window_id,
+                *[
+                    event(str(n), {"n": n, "w": w}, source={"partition": f"p{n % 4}", "offset": n})
+                    for n in range(PER_WINDOW)
+                ],
+            ),
+        )
         if w % 3 == 0:
-            services.ledger.admit(window_id, batch(window_id, event("1", {"n": "changed"}),
-                                                   event("2", {"n": 2, "w": w})))
+            services.ledger.admit(
+                window_id,
+                batch(window_id, event("1", {"n": "changed"}), event("2", {"n": 2, "w": w})),
+            )
         if w % 2 == 0:
             services.ledger.close_window(window_id)
     head = services.runner.head()
@@ -56,9 +64,13 @@ def test_killing_the_projection_runner_mid_run_and_restarting_it_loses_and_doubl
         # Kill it twice, each time once it has made some progress but is not done.
         for _ in range(2):
             start = progress()[1]
-            wait_until(lambda start=start, runner=runner: progress()[1] > start
-                       or runner.poll() is not None, 120,
-                       "`ledger projections run` to apply a page")
+            wait_until(
+                lambda start=start, runner=runner: (
+                    progress()[1] > start or runner.poll() is not None
+                ),
+                120,
+                "`ledger projections run` to apply a page",
+            )
             assert runner.poll() is None, stderr.read_text()
             if progress()[0] >= head:
                 break
@@ -68,8 +80,11 @@ def test_killing_the_projection_runner_mid_run_and_restarting_it_loses_and_doubl
             runner = start_cli(database_url, "projections", "run", stderr_path=stderr)
         assert kills >= 1, "the runner finished before it could be killed: add more events"
 
-        wait_until(lambda: progress()[0] >= head or runner.poll() is not None, 300,
-                   "the restarted runner to reach the log head")
+        wait_until(
+            lambda: progress()[0] >= head or runner.poll() is not None,
+            300,
+            "the restarted runner to reach the log head",
+        )
         assert runner.poll() is None, stderr.read_text()
         assert tracking_positions(database_url) == {name: head for name in PROJECTIONS}
     finally:

@@ -77,8 +77,11 @@ def test_the_quarantine_queue_groups_repeats_of_one_mismatch_into_one_row_with_o
     assert set(by_hash) == {payload_hash(changed), payload_hash(other)}
 
     mismatches = [h for h in services.ledger.history("w") if h["type"] == "MismatchQuarantined"]
-    seen_changed = [h["recorded_at"] for h in mismatches
-                    if h["fields"]["received_hash"] == payload_hash(changed)]
+    seen_changed = [
+        h["recorded_at"]
+        for h in mismatches
+        if h["fields"]["received_hash"] == payload_hash(changed)
+    ]
     repeated = by_hash[payload_hash(changed)]
     assert repeated == {
         "window_id": "w",
@@ -128,20 +131,26 @@ def _busy_window(services, bus: ScriptedBus, window_id: str) -> None:
     is reconciled: every counter of the receipt moves."""
     stuck = identity_of(window_id, "u")
     bus.time_out_and_store.add(stuck)
-    services.ledger.admit(window_id, batch(
+    services.ledger.admit(
         window_id,
-        event("1", source={"partition": "p0", "offset": 10}),
-        event("2", source={"partition": "p0", "offset": 4}),
-        event("3", source={"partition": "p1", "offset": 7}),
-        event("u", source={"partition": "p1", "offset": 99}),
-        event("4"),
-    ))
-    services.ledger.admit(window_id, batch(
+        batch(
+            window_id,
+            event("1", source={"partition": "p0", "offset": 10}),
+            event("2", source={"partition": "p0", "offset": 4}),
+            event("3", source={"partition": "p1", "offset": 7}),
+            event("u", source={"partition": "p1", "offset": 99}),
+            event("4"),
+        ),
+    )
+    services.ledger.admit(
         window_id,
-        event("1", source={"partition": "p0", "offset": 11}),  # duplicate
-        event("2", {"changed": True}),  # quarantined
-        event("3"),  # duplicate
-    ))
+        batch(
+            window_id,
+            event("1", source={"partition": "p0", "offset": 11}),  # duplicate
+            event("2", {"changed": True}),  # quarantined
+            event("3"),  # duplicate
+        ),
+    )
     bus.heal()
     resolved = services.ledger.reconcile(window_id)
     assert (resolved["reconciled"], resolved["still_unknown"]) == ([stuck], [])
@@ -157,14 +166,27 @@ def test_the_receipt_equals_the_closing_summary_and_the_write_sides_receipt(make
     history = services.ledger.history("w")
     assert receipt["status"] == "CLOSED"
     assert receipt["gate"] == "PASS"
-    assert receipt["counts"] == summary["counts"] == {
-        "admitted": 5, "duplicates": 2, "quarantined": 1, "publish_unknown": 1,
-        "reconciled": 1, "pending_unknown": 0,
-    }
+    assert (
+        receipt["counts"]
+        == summary["counts"]
+        == {
+            "admitted": 5,
+            "duplicates": 2,
+            "quarantined": 1,
+            "publish_unknown": 1,
+            "reconciled": 1,
+            "pending_unknown": 0,
+        }
+    )
     assert receipt["bus_offsets"] == summary["bus_offsets"]
-    assert receipt["source_offsets"] == summary["source_offsets"] == {
-        "p0": {"min": 4, "max": 10}, "p1": {"min": 7, "max": 99},
-    }
+    assert (
+        receipt["source_offsets"]
+        == summary["source_offsets"]
+        == {
+            "p0": {"min": 4, "max": 10},
+            "p1": {"min": 7, "max": 99},
+        }
+    )
     assert receipt["opened_at"] == summary["opened_at"] == history[0]["recorded_at"]
     assert receipt["closed_at"] == history[-1]["recorded_at"]
     assert receipt["events"] == summary["events"] == len(history)
@@ -205,7 +227,9 @@ def test_the_gate_goes_open_then_blocked_then_open_then_pass(make_services):
     services.ledger.admit("w", batch("w", event("1")))
     services.catch_up()
     assert services.gate("w") == {
-        "window_id": "w", "status": "OPEN", "reasons": ["window is not closed"]
+        "window_id": "w",
+        "status": "OPEN",
+        "reasons": ["window is not closed"],
     }
 
     stuck = identity_of("w", "2")
@@ -256,8 +280,9 @@ def test_the_gate_fails_naming_the_counts_when_the_read_side_disagrees_with_the_
 def test_the_gate_fails_naming_the_hash_chain_when_history_was_edited_before_close(
     services, database_url
 ):
-    services.ledger.admit("w", batch("w", event("a", {"n": "a"}), event("b", {"n": "b"}),
-                                     event("c", {"n": "c"})))
+    services.ledger.admit(
+        "w", batch("w", event("a", {"n": "a"}), event("b", {"n": "b"}), event("c", {"n": "c"}))
+    )
     services.catch_up()
     tamper_stored_event(database_url, "w", 3, b'"payload":{"n":"b"}', b'"payload":{"n":"B"}')
     services.close_window("w")
@@ -287,9 +312,16 @@ def test_the_admitted_read_model_lists_admitted_events_in_offset_order_without_u
     # Offsets follow the batch order; identities (the primary key) are in no such order.
     ids = [f"e{n:02d}" for n in range(30, 0, -1)]
     bus.time_out_and_store.add(identity_of("w", "e17"))
-    services.ledger.admit("w", batch("w", *[
-        event(i, {"n": i}, source={"partition": "p", "offset": k}) for k, i in enumerate(ids)
-    ]))
+    services.ledger.admit(
+        "w",
+        batch(
+            "w",
+            *[
+                event(i, {"n": i}, source={"partition": "p", "offset": k})
+                for k, i in enumerate(ids)
+            ],
+        ),
+    )
     services.ledger.admit("w", batch("w", event("e05", {"n": "other"})))  # quarantined
     services.catch_up()
 
@@ -335,8 +367,14 @@ def test_paging_windows_admitted_events_and_the_quarantine_queue_returns_every_i
     services.ledger.admit("w3", batch("w3", *events))
     services.ledger.admit("w2", batch("w2", event("x", {"other": 1})))
     services.ledger.admit("w5", batch("w5", event("x", {"other": 1}), event("x", {"third": 1})))
-    services.ledger.admit("w3", batch("w3", *[event(str(n), {"n": n, "changed": True})
-                                              for n in range(5)], event("x", {"other": 1})))
+    services.ledger.admit(
+        "w3",
+        batch(
+            "w3",
+            *[event(str(n), {"n": n, "changed": True}) for n in range(5)],
+            event("x", {"other": 1}),
+        ),
+    )
     services.catch_up()
 
     for limit in (1, 2, 3, 100):
@@ -373,11 +411,17 @@ def test_paging_windows_admitted_events_and_the_quarantine_queue_returns_every_i
 def test_a_stored_version_one_history_projects_to_a_passing_receipt(services):
     data = json.loads(V1_FIXTURE.read_text())
     window_id = data["window_id"]
-    services.ledger.recorder.insert_events([
-        StoredEvent(window_uuid(window_id), row["originator_version"], row["topic"],
-                    row["state"].encode())
-        for row in data["events"]
-    ])
+    services.ledger.recorder.insert_events(
+        [
+            StoredEvent(
+                window_uuid(window_id),
+                row["originator_version"],
+                row["topic"],
+                row["state"].encode(),
+            )
+            for row in data["events"]
+        ]
+    )
     services.catch_up()
     assert services.gate(window_id) == {"window_id": window_id, "status": "PASS", "reasons": []}
     receipt = services.receipt(window_id)
@@ -400,9 +444,16 @@ def test_a_stored_version_one_history_projects_to_a_passing_receipt(services):
 def _several_windows(services, windows: int = 6, per_window: int = 40) -> None:
     for w in range(windows):
         window_id = f"w{w}"
-        services.ledger.admit(window_id, batch(window_id, *[
-            event(str(n), source={"partition": f"p{n % 3}", "offset": n}) for n in range(per_window)
-        ]))
+        services.ledger.admit(
+            window_id,
+            batch(
+                window_id,
+                *[
+                    event(str(n), source={"partition": f"p{n % 3}", "offset": n})
+                    for n in range(per_window)
+                ],
+            ),
+        )
         services.ledger.admit(window_id, batch(window_id, event("0"), event("1", {"changed": w})))
         if w % 2 == 0:
             services.ledger.close_window(window_id)
@@ -489,15 +540,21 @@ def test_the_background_follower_catches_up_without_being_asked(services):
         services.ledger.admit(window_id, batch(window_id, *[event(str(n)) for n in range(50)]))
     services.ledger.close_window("w0")
     head = services.runner.head()
-    wait_until(lambda: min(services.runner.positions().values()) >= head, 60,
-               "the follower to reach the log head")
+    wait_until(
+        lambda: min(services.runner.positions().values()) >= head,
+        60,
+        "the follower to reach the log head",
+    )
     assert services.gate("w0")["status"] == "PASS"
     assert [w["counts"]["admitted"] for w in services.read.windows(None, None)[0]] == [50, 50, 50]
     # It keeps following: a later admission is applied too.
     services.ledger.admit("w1", batch("w1", event("late")))
     head = services.runner.head()
-    wait_until(lambda: min(services.runner.positions().values()) >= head, 60,
-               "the follower to apply a later admission")
+    wait_until(
+        lambda: min(services.runner.positions().values()) >= head,
+        60,
+        "the follower to apply a later admission",
+    )
     assert services.receipt("w1")["counts"]["admitted"] == 51
 
 
@@ -513,14 +570,21 @@ def test_on_postgresql_a_notification_wakes_the_follower_even_with_polling_turne
 
     def listening() -> bool:
         with follower.store.reader.connect() as conn:
-            return bool(conn.execute(text(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND query LIKE 'LISTEN %'"
-            )).scalar())
+            return bool(
+                conn.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND query LIKE 'LISTEN %'"
+                    )
+                ).scalar()
+            )
 
     wait_until(listening, 30, "the follower to LISTEN")
     writer.ledger.admit("w", batch("w", *[event(str(n)) for n in range(5)]))
     head = writer.runner.head()
-    wait_until(lambda: min(follower.runner.positions().values()) >= head, 60,
-               "a NOTIFY to wake the follower")
+    wait_until(
+        lambda: min(follower.runner.positions().values()) >= head,
+        60,
+        "a NOTIFY to wake the follower",
+    )
     assert follower.receipt("w")["counts"]["admitted"] == 5

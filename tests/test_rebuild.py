@@ -38,9 +38,16 @@ def populate(services, bus: ScriptedBus) -> None:
     """Windows of every kind, projected incrementally (several runner pages), so a rebuild has
     something to disagree with."""
     w = "closed-plain"
-    services.ledger.admit(w, batch(w, *[
-        event(str(n), source={"partition": f"p{n % 2}", "offset": 100 - n}) for n in range(30)
-    ]))
+    services.ledger.admit(
+        w,
+        batch(
+            w,
+            *[
+                event(str(n), source={"partition": f"p{n % 2}", "offset": 100 - n})
+                for n in range(30)
+            ],
+        ),
+    )
     services.catch_up()
     services.ledger.admit(w, batch(w, *[event(str(n)) for n in range(0, 30, 3)]))
     services.ledger.close_window(w)
@@ -81,8 +88,11 @@ def populated(make_services) -> Any:
     populate(services, bus)
     gates = {w: services.gate(w)["status"] for w in WINDOWS}
     assert gates == {
-        "closed-plain": "PASS", "closed-quarantine": "PASS", "reconciled": "PASS",
-        "open-quarantine": "OPEN", "blocked": "BLOCKED",
+        "closed-plain": "PASS",
+        "closed-quarantine": "PASS",
+        "reconciled": "PASS",
+        "open-quarantine": "OPEN",
+        "blocked": "BLOCKED",
     }
     return services
 
@@ -154,8 +164,12 @@ def test_reads_keep_answering_from_the_live_tables_while_a_rebuild_fills_the_nex
     assert len(seen) > 3
     # The reads above happened while shadow tables were being filled, for every projection.
     shadows = set().union(*seen)
-    assert {"rm_receipts__next", "rm_receipt_sources__next", "rm_admitted__next",
-            "rm_quarantine__next"} <= shadows
+    assert {
+        "rm_receipts__next",
+        "rm_receipt_sources__next",
+        "rm_admitted__next",
+        "rm_quarantine__next",
+    } <= shadows
     assert not [t for t in table_names(database_url) if t.endswith("__next")]
     assert {w: services.read.receipt(w) for w in WINDOWS} == before
 
@@ -191,8 +205,11 @@ def test_a_rebuild_while_the_follower_runs_and_admissions_continue_matches_a_cle
         raise failures[0]
 
     head = services.runner.head()
-    wait_until(lambda: min(services.runner.positions().values()) >= head, 60,
-               "the follower to apply what was admitted during the rebuild")
+    wait_until(
+        lambda: min(services.runner.positions().values()) >= head,
+        60,
+        "the follower to apply what was admitted during the rebuild",
+    )
     during = services.receipt("during")
     assert during["counts"]["admitted"] == during["events"] - 1
     after_follow = checksums(database_url)
@@ -281,12 +298,12 @@ def test_a_rebuild_keeps_every_tables_primary_key_and_secondary_indexes(
 ):
     services = populated(make_services)
     before = _schema(database_url)
-    assert ("rm_admitted_by_offset", ("window_id", "bus_offset"), False) in before[
-        "rm_admitted"
-    ]["indexes"]
-    assert ("rm_quarantine_by_position", ("first_position",), False) in before[
-        "rm_quarantine"
-    ]["indexes"]
+    assert ("rm_admitted_by_offset", ("window_id", "bus_offset"), False) in before["rm_admitted"][
+        "indexes"
+    ]
+    assert ("rm_quarantine_by_position", ("first_position",), False) in before["rm_quarantine"][
+        "indexes"
+    ]
     services.runner.rebuild()
     assert _schema(database_url) == before
     services.runner.rebuild()  # and again: the switch leaves nothing that a second one trips on

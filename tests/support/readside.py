@@ -103,7 +103,11 @@ def run_cli(
     """`ledger ARGS...` as a subprocess on the given database; returns when it exits."""
     return subprocess.run(
         [sys.executable, "-m", "ledger.cli", *args],
-        capture_output=True, text=True, env=cli_env(database_url), cwd=ROOT, timeout=timeout,
+        capture_output=True,
+        text=True,
+        env=cli_env(database_url),
+        cwd=ROOT,
+        timeout=timeout,
     )
 
 
@@ -113,8 +117,11 @@ def start_cli(database_url: str, *args: str, stderr_path: Path) -> subprocess.Po
     with open(stderr_path, "ab") as err:
         return subprocess.Popen(
             [sys.executable, "-m", "ledger.cli", *args],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-            env=cli_env(database_url), cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=cli_env(database_url),
+            cwd=ROOT,
         )
 
 
