@@ -88,7 +88,7 @@ def test_storage_refusing_the_last_chunk_records_nothing_and_the_retry_has_no_ga
 
     # PostgreSQL reports the trigger's error; SQLite's RAISE(ABORT) reads as a constraint
     # violation, re-run until the command gives up (Contention): nothing recorded either way.
-    with pytest.raises(Exception, match="storage refused the write|kept changing"):
+    with pytest.raises(Exception, match=r"storage refused the write|kept changing"):
         ledger.admit("w", batch("w", *_events("a")))
 
     assert _stored_rows(ledger, "w") == (2, {"ADMITTED": 1})
