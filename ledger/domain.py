@@ -13,13 +13,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from hashlib import sha256
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, OriginatorIDError, OriginatorVersionError
 
 from ledger.errors import PublishUnknownPending, WindowClosed
-from ledger.jcs import Canonical, canonicalize
+from ledger.jcs import MAX_SAFE_INTEGER, Canonical, canonical_string, canonicalize
 
 GENESIS_DIGEST = "0" * 64
 _ZERO = timedelta(0)
@@ -59,12 +59,28 @@ def chain_digest(
     RFC 8785 order, and `recorded_at` and `type` are ASCII text that needs no escaping (the
     tests hold this to the `rfc8785` package). `fields` may hold `Canonical` leaves.
     """
+    return chain_digest_of(prev_digest, version, type_name, recorded_at, canonicalize(fields))
+
+
+def chain_digest_of(
+    prev_digest: str, version: int, type_name: str, recorded_at: str, canonical_fields: bytes
+) -> str:
+    """`chain_digest` with the fields given by their canonical bytes."""
     digest = sha256(f'{prev_digest}{{"fields":'.encode("ascii"))
-    digest.update(canonicalize(fields))
+    digest.update(canonical_fields)
     digest.update(
         f',"recorded_at":"{recorded_at}","type":"{type_name}","version":{version}}}'.encode("ascii")
     )
     return digest.hexdigest()
+
+
+class AdmittedForm(NamedTuple):
+    """The canonical fields of an `EventAdmitted` made before its offset is known: they are
+    `head + offset + tail`. Made ahead (while the index is read), the chain digest of the
+    admission costs no canonicalization on the write path."""
+
+    head: bytes
+    tail: bytes
 
 
 # Per event class: its own data fields as (name, default, default_factory).
@@ -254,19 +270,26 @@ class Window(Aggregate):
         fields: dict[str, Any],
         moment: tuple[datetime, str] | None = None,
         canonical: dict[str, bytes] | None = None,
+        canonical_fields: bytes | None = None,
     ) -> dict[str, Any]:
-        """`fields` plus the event's timestamp and chain links (added to `fields` itself)."""
+        """`fields` plus the event's timestamp and chain links (added to `fields` itself).
+
+        `canonical`: some fields by their canonical bytes; `canonical_fields`: all of them."""
         if moment is None:
             timestamp = event_class.create_timestamp()
             recorded_at = format_recorded_at(timestamp)
         else:
             timestamp, recorded_at = moment
-        hashed = fields
-        if canonical:
-            hashed = fields.copy()
-            for name, data in canonical.items():
-                hashed[name] = Canonical(data)
-        digest = chain_digest(prev_digest, version, event_class.__name__, recorded_at, hashed)
+        if canonical_fields is None:
+            hashed = fields
+            if canonical:
+                hashed = fields.copy()
+                for name, data in canonical.items():
+                    hashed[name] = Canonical(data)
+            canonical_fields = canonicalize(hashed)
+        digest = chain_digest_of(
+            prev_digest, version, event_class.__name__, recorded_at, canonical_fields
+        )
         fields["timestamp"] = timestamp
         fields["prev_digest"] = prev_digest
         fields["digest"] = digest
@@ -289,12 +312,19 @@ class Window(Aggregate):
         event_class: type[Any],
         fields: dict[str, Any],
         canonical: dict[str, bytes] | None = None,
+        canonical_fields: bytes | None = None,
     ) -> None:
         """`trigger_event` for a command that gives every field of the event itself."""
         # Every event links to the one before: the digest is fixed when the event is made.
         version = self.version + 1
         state = self._chained(
-            event_class, self.chain_head, version, fields, self._moment, canonical
+            event_class,
+            self.chain_head,
+            version,
+            fields,
+            self._moment,
+            canonical,
+            canonical_fields,
         )
         state["originator_id"] = self.id
         state["originator_version"] = version
@@ -372,9 +402,20 @@ class Window(Aggregate):
         offset: int,
         source: dict[str, Any] | None,
         canonical_payload: bytes | None = None,
+        form: AdmittedForm | None = None,
     ) -> None:
-        """`canonical_payload`: `canonicalize(payload)`, when the caller has it already."""
+        """`canonical_payload`: `canonicalize(payload)`, when the caller has it already;
+        `form`: `admitted_form(...)` of these very values, made ahead."""
         self._require_open()
+        if (
+            form is not None
+            and type(offset) is int
+            and -MAX_SAFE_INTEGER <= offset <= MAX_SAFE_INTEGER
+        ):
+            # An integer in the safe range is its own canonical text.
+            canonical_fields: bytes | None = b"%b%d%b" % (form.head, offset, form.tail)
+        else:
+            canonical_fields = None
         # Every field of EventAdmitted, given directly: this runs once per admission.
         self._trigger(
             self.EventAdmitted,
@@ -388,7 +429,49 @@ class Window(Aggregate):
                 "source": source,
             },
             None if canonical_payload is None else {"payload": canonical_payload},
+            canonical_fields,
         )
+
+    @staticmethod
+    def admitted_form(
+        *,
+        identity: str,
+        event_type: str,
+        event_id: str,
+        payload_hash: str,
+        source: dict[str, Any] | None,
+        canonical_payload: bytes,
+    ) -> AdmittedForm:
+        """The canonical fields of the `EventAdmitted` these values would make, around its
+        offset (see `AdmittedForm`). Raises `CanonicalizationError` as `admit` would.
+
+        Written out directly: the field names are fixed and already in RFC 8785 order
+        (event_id, event_type, identity, offset, payload, payload_hash, source), and every
+        value is a string, the payload's canonical bytes or the source (the tests hold this
+        to `canonicalize` and to the `rfc8785` package)."""
+        head = b"".join(
+            (
+                b'{"event_id":',
+                canonical_string(event_id),
+                b',"event_type":',
+                canonical_string(event_type),
+                b',"identity":',
+                canonical_string(identity),
+                b',"offset":',
+            )
+        )
+        tail = b"".join(
+            (
+                b',"payload":',
+                canonical_payload,
+                b',"payload_hash":',
+                canonical_string(payload_hash),
+                b',"source":',
+                b"null" if source is None else canonicalize(source),
+                b"}",
+            )
+        )
+        return AdmittedForm(head, tail)
 
     def absorb_duplicate(
         self,

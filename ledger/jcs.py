@@ -212,5 +212,13 @@ def canonicalize(value: Any) -> bytes:
         raise CanonicalizationError("text contains a lone surrogate (not valid Unicode)") from exc
 
 
+def canonical_string(text: str) -> bytes:
+    """The RFC 8785 form of one string (what `canonicalize(text)` returns), directly."""
+    try:
+        return _string(text).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise CanonicalizationError("text contains a lone surrogate (not valid Unicode)") from exc
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()

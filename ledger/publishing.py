@@ -7,6 +7,24 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 
+class Message(Protocol):
+    """What a publisher needs of a message. An `Admission` is one as it stands (no copy per
+    admission on the hot path); `OutgoingMessage` is one built from stored history."""
+
+    @property
+    def window_id(self) -> str: ...
+    @property
+    def identity(self) -> str: ...  # the bus message id
+    @property
+    def event_type(self) -> str: ...
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def payload(self) -> dict[str, Any]: ...
+    @property
+    def payload_hash(self) -> str: ...
+
+
 class OutgoingMessage(NamedTuple):
     window_id: str
     identity: str  # the bus message id
@@ -49,7 +67,7 @@ PublishOutcome = Published | Unknown | Superseded
 
 class Publisher(Protocol):
     def publish(
-        self, window_id: str, messages: Sequence[OutgoingMessage], next_sequence: int
+        self, window_id: str, messages: Sequence[Message], next_sequence: int
     ) -> list[PublishOutcome]:
         """Publish in order; one outcome per message.
 
@@ -80,7 +98,7 @@ class EmbeddedPublisher:
     name = "embedded"
 
     def publish(
-        self, window_id: str, messages: Sequence[OutgoingMessage], next_sequence: int
+        self, window_id: str, messages: Sequence[Message], next_sequence: int
     ) -> list[PublishOutcome]:
         return [Published(next_sequence + i) for i in range(len(messages))]
 

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 import rfc8785
 from eventsourcing.application import project_aggregate
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ledger.domain import (
     GENESIS_DIGEST,
@@ -497,3 +499,76 @@ def test_the_dependency_check_catches_third_party_and_other_project_imports(
         "eventsourcing.application",
         "ledger.application",
     }
+
+
+# The admitted form (ADR 0011) is written out by hand: it must be the canonical fields exactly.
+_text = st.text(max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    identity=_text,
+    event_type=_text,
+    event_id=_text,
+    payload_hash=_text,
+    payload=st.dictionaries(
+        _text,
+        st.none()
+        | st.booleans()
+        | st.integers(-(2**53) + 1, 2**53 - 1)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | _text,
+        max_size=4,
+    ),
+    source=st.none()
+    | st.fixed_dictionaries({"partition": _text, "offset": st.integers(0, 2**53 - 1)}),
+    offset=st.integers(0, 2**53 - 1),
+)
+def test_an_admitted_form_with_its_offset_is_the_rfc_8785_form_of_the_events_fields(
+    identity: str,
+    event_type: str,
+    event_id: str,
+    payload_hash: str,
+    payload: dict[str, Any],
+    source: dict[str, Any] | None,
+    offset: int,
+) -> None:
+    form = Window.admitted_form(
+        identity=identity,
+        event_type=event_type,
+        event_id=event_id,
+        payload_hash=payload_hash,
+        source=source,
+        canonical_payload=rfc8785.dumps(payload),
+    )
+    fields = {
+        "identity": identity,
+        "event_type": event_type,
+        "event_id": event_id,
+        "payload": payload,
+        "payload_hash": payload_hash,
+        "offset": offset,
+        "source": source,
+    }
+    assert form.head + str(offset).encode() + form.tail == rfc8785.dumps(fields)
+
+
+def test_an_event_admitted_with_a_form_carries_the_digest_of_its_own_fields() -> None:
+    payload = {"z": "é", "a": [1, {"b": None}], "n": 2**53 - 1}
+    values: dict[str, Any] = {
+        "identity": "i" * 64,
+        "event_type": "order.created",
+        "event_id": "e-\U0001f600",
+        "payload_hash": "h" * 64,
+        "source": {"partition": "p-0", "offset": 7},
+    }
+    canonical_payload = rfc8785.dumps(payload)
+    form = Window.admitted_form(**values, canonical_payload=canonical_payload)
+    window = Window.open("w")
+    with window.one_moment():
+        window.admit(**values, payload=payload, offset=41, form=form)
+    event = window.collect_events()[-1]
+    own = {name: getattr(event, name) for name in (*values, "payload", "offset")}
+    recorded_at = format_recorded_at(event.timestamp)
+    expected = chain_digest(event.prev_digest, 2, "EventAdmitted", recorded_at, own)
+    assert event.digest == expected

@@ -9,7 +9,7 @@ import pytest
 
 from ledger.application import STREAM_CHUNK, Ledger
 from ledger.jcs import CanonicalizationError
-from ledger.publishing import OutgoingMessage, Published, PublishOutcome
+from ledger.publishing import Message, Published, PublishOutcome
 from ledger.settings import Settings
 from tests.conftest import batch, event
 from tests.support.bus import ScriptedBus
@@ -29,7 +29,7 @@ class _OffsetBeyondJsonBus(ScriptedBus):
     of that admission (made in the batch's last chunk) raises inside the save."""
 
     def publish(
-        self, window_id: str, messages: Sequence[OutgoingMessage], next_sequence: int
+        self, window_id: str, messages: Sequence[Message], next_sequence: int
     ) -> list[PublishOutcome]:
         outcomes = super().publish(window_id, messages, next_sequence)
         if self.poison:

@@ -25,6 +25,7 @@ from nats.js.api import PubAck, StorageType, StreamConfig
 from ledger.errors import BusUnavailable, PublishRefused
 from ledger.publishing import (
     BusMessage,
+    Message,
     OutgoingMessage,
     Published,
     PublishOutcome,
@@ -168,7 +169,7 @@ class JetStreamPublisher:
     # --- publishing ---------------------------------------------------------------------
 
     def publish(
-        self, window_id: str, messages: Sequence[OutgoingMessage], next_sequence: int
+        self, window_id: str, messages: Sequence[Message], next_sequence: int
     ) -> list[PublishOutcome]:
         if not messages:
             return []
@@ -178,7 +179,7 @@ class JetStreamPublisher:
         return self._run(self._publish_all(js, window_id, messages), timeout * 2 + 5)
 
     async def _publish_all(
-        self, js: JetStreamContext, window_id: str, messages: Sequence[OutgoingMessage]
+        self, js: JetStreamContext, window_id: str, messages: Sequence[Message]
     ) -> list[PublishOutcome]:
         """Pipelined: every message goes out with its own reply subject on one shared
         subscription, and the batch waits once for all acks (a request per message costs
@@ -247,9 +248,7 @@ class JetStreamPublisher:
         if future is not None and not future.done():
             future.set_result(msg)
 
-    async def _judge_ack(
-        self, js: JetStreamContext, m: OutgoingMessage, ack: PubAck
-    ) -> PublishOutcome:
+    async def _judge_ack(self, js: JetStreamContext, m: Message, ack: PubAck) -> PublishOutcome:
         if not ack.duplicate:
             return Published(ack.seq)
         # The bus already held this message id: make sure it holds *this* payload.

@@ -9,8 +9,9 @@ together.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple, Protocol
+from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
@@ -22,6 +23,8 @@ from psycopg.sql import SQL, Identifier, Literal
 from ledger.verdicts import IdentityState, Known
 
 LOOKUP_CHUNK = 500
+_BEGIN = SQL("BEGIN")
+_COMMIT = SQL("COMMIT")
 
 
 class IndexChange(NamedTuple):
@@ -39,6 +42,19 @@ class IndexChange(NamedTuple):
 
 class IdentityIndex(Protocol):
     def lookup_identities(self, window_id: str, identities: Iterable[str]) -> dict[str, Known]: ...
+
+    def catch_up_and_look_up(
+        self,
+        originator_id: UUID,
+        after_version: int,
+        window_id: str,
+        identities: Iterable[str],
+        meanwhile: Callable[[], None] = lambda: None,
+    ) -> tuple[Sequence[StoredEvent], dict[str, Known]]:
+        """The window's events after `after_version`, then the identities' states: read in
+        that order (the index never older than the events), in one round trip where the
+        database allows. `meanwhile` runs while the database answers."""
+        ...
 
     def count_identities(self, window_id: str) -> dict[str, int]: ...
 
@@ -112,6 +128,18 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
             stored_events.extend(events)
             changes.update((ch.identity, ch) for ch in chunk_changes)
         self.insert_events(stored_events, index_changes=list(changes.values()))
+
+    def catch_up_and_look_up(
+        self,
+        originator_id: UUID,
+        after_version: int,
+        window_id: str,
+        identities: Iterable[str],
+        meanwhile: Callable[[], None] = lambda: None,
+    ) -> tuple[Sequence[StoredEvent], dict[str, Known]]:
+        meanwhile()
+        newer = self.select_events(originator_id, gt=after_version)
+        return newer, self.lookup_identities(window_id, identities)
 
     def lookup_identities(self, window_id: str, identities: Iterable[str]) -> dict[str, Known]:
         wanted = list(dict.fromkeys(identities))
@@ -201,11 +229,28 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             "RETURNING notification_id"
         ).format(events=events)
         # The usual case, one aggregate's events: its id once instead of once per row.
-        self._insert_one_originator = SQL(
+        one_originator = (
             "INSERT INTO {events} (originator_id, originator_version, topic, state) "
-            "SELECT %b::uuid, * FROM unnest(%b::bigint[], %b::text[], %b::bytea[]) "
-            "RETURNING notification_id"
+            "SELECT %b::uuid, * FROM unnest(%b::bigint[], %b::text[], %b::bytea[])"
+        )
+        self._insert_one_originator = SQL(one_originator + " RETURNING notification_id").format(
+            events=events
+        )
+        self._newer_events = SQL(
+            "SELECT originator_version, topic, state FROM {events} "
+            "WHERE originator_id = %b AND originator_version > %b ORDER BY originator_version"
         ).format(events=events)
+        # A streamed save returns nothing to the application: no ids to send back.
+        self._insert_one_originator_quietly = SQL(one_originator).format(events=events)
+        # A streamed chunk of one window's arrivals: its new index rows and its events in one
+        # statement (one round of psycopg's per-statement work instead of two).
+        self._insert_chunk = SQL(
+            "WITH new_rows AS ("
+            "INSERT INTO {table} (window_id, identity, payload_hash, state, bus_offset) "
+            "SELECT %b::text, * FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[])) "
+            "INSERT INTO {events} (originator_id, originator_version, topic, state) "
+            "SELECT %b::uuid, * FROM unnest(%b::bigint[], %b::text[], %b::bytea[])"
+        ).format(table=table, events=events)
         self._count = SQL(
             "SELECT state, COUNT(*) AS n FROM {table} WHERE window_id = %s GROUP BY state"
         ).format(table=table)
@@ -242,22 +287,33 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                     [ch.state.value for ch in rows if ch.state is not None],
                     [ch.offset for ch in rows],
                 ),
+                prepare=True,
             )
         deletes = [ch.identity for ch in index_changes if ch.state is None]
         if deletes:
             curs.execute(self._delete, (deletes,))
 
-    def _send_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent]) -> None:
+    def _send_events(
+        self,
+        curs: Cursor[DictRow],
+        stored_events: Sequence[StoredEvent],
+        *,
+        returning: bool = True,
+    ) -> None:
         originator_id = stored_events[0].originator_id
-        if all(e.originator_id == originator_id for e in stored_events):
+        if all(
+            e.originator_id is originator_id or e.originator_id == originator_id
+            for e in stored_events
+        ):
             curs.execute(
-                self._insert_one_originator,
+                self._insert_one_originator if returning else self._insert_one_originator_quietly,
                 (
                     originator_id,
                     [e.originator_version for e in stored_events],
                     [e.topic for e in stored_events],
                     [e.state for e in stored_events],
                 ),
+                prepare=True,
             )
             return
         curs.execute(
@@ -270,6 +326,34 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             ),
         )
 
+    def _send_chunk(
+        self, curs: Cursor[DictRow], events: Sequence[StoredEvent], changes: Sequence[IndexChange]
+    ) -> None:
+        if events and changes:
+            window_id, originator_id = changes[0].window_id, events[0].originator_id
+            if all(
+                ch.new and ch.state is not None and ch.window_id == window_id for ch in changes
+            ) and all(e.originator_id is originator_id for e in events):
+                curs.execute(
+                    self._insert_chunk,
+                    (
+                        window_id,
+                        [ch.identity for ch in changes],
+                        [ch.payload_hash for ch in changes],
+                        [ch.state.value for ch in changes if ch.state is not None],
+                        [ch.offset for ch in changes],
+                        originator_id,
+                        [e.originator_version for e in events],
+                        [e.topic for e in events],
+                        [e.state for e in events],
+                    ),
+                    prepare=True,
+                )
+                return
+        if events:
+            self._send_events(curs, events, returning=False)
+        self._write_index(curs, changes)
+
     def insert_event_stream(self, chunks: Iterable[Chunk]) -> None:
         """One pipelined transaction: each chunk's statements go to the server as soon as the
         chunk is made, so the server writes chunk k while Python makes chunk k+1 (two cores).
@@ -277,11 +361,13 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         (another writer took the version) surfaces as eventsourcing's IntegrityError."""
         failure: Exception | None = None
         with self.datastore.get_connection() as conn:
+            # BEGIN and COMMIT are sent as statements of the pipeline (not psycopg's transaction
+            # block, whose exit waits for a round trip of its own): the whole batch, commit
+            # included, costs one sync.
             with conn.pipeline() as pipeline:
                 try:
-                    # Any exception (the database's, or the chunk generator's own) leaves this
-                    # block and rolls the whole transaction back.
-                    with conn.transaction(), conn.cursor() as curs:
+                    with conn.cursor() as curs:
+                        curs.execute(_BEGIN)
                         locked = False
                         for events, changes in chunks:
                             if not locked and (events or changes):
@@ -290,17 +376,52 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                                 self._lock_table(curs)
                                 self._notify_channel(curs)
                                 locked = True
-                            if events:
-                                self._send_events(curs, events)
-                            self._write_index(curs, changes)
-                        # Sync now, so a constraint violation is raised here, not at commit.
+                            self._send_chunk(curs, events, changes)
+                        curs.execute(_COMMIT)
                         pipeline.sync()
                 except Exception as exc:
                     # Re-raised once the pipeline is closed (psycopg warns otherwise).
                     failure = exc
+            if failure is not None:
+                # The generator failed, or the server did (then it skipped the rest, COMMIT
+                # included, up to the sync): either way the transaction is still open.
+                conn.rollback()
             # Raised inside get_connection, which turns psycopg's errors into the library's.
             if failure is not None:
                 raise failure
+
+    def catch_up_and_look_up(
+        self,
+        originator_id: UUID,
+        after_version: int,
+        window_id: str,
+        identities: Iterable[str],
+        meanwhile: Callable[[], None] = lambda: None,
+    ) -> tuple[Sequence[StoredEvent], dict[str, Known]]:
+        wanted = list(dict.fromkeys(identities))
+        with (
+            self.datastore.get_connection() as conn,
+            conn.cursor() as events,
+            conn.cursor() as index,
+        ):
+            # Autocommit: each statement reads the latest commits, the index after the events.
+            with conn.pipeline():
+                events.execute(self._newer_events, (originator_id, after_version), prepare=True)
+                index.execute(self._lookup, (wanted, window_id), prepare=True)
+                meanwhile()  # Python work that needs no answer, while the server looks up
+            newer = [
+                StoredEvent(
+                    originator_id=originator_id,
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=bytes(row["state"]),
+                )
+                for row in events.fetchall()
+            ]
+            return newer, {
+                row["identity"]: _known(row["payload_hash"], row["state"], row["bus_offset"])
+                for row in index.fetchall()
+            }
 
     def lookup_identities(self, window_id: str, identities: Iterable[str]) -> dict[str, Known]:
         wanted = list(dict.fromkeys(identities))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ledger.errors import PublishRefused
-from ledger.publishing import OutgoingMessage, Published, PublishOutcome, Unknown
+from ledger.publishing import Message, Published, PublishOutcome, Unknown
 
 
 class ScriptedBus:
@@ -24,7 +24,7 @@ class ScriptedBus:
         self.publish_calls = 0
 
     def publish(
-        self, window_id: str, messages: Sequence[OutgoingMessage], next_sequence: int
+        self, window_id: str, messages: Sequence[Message], next_sequence: int
     ) -> list[PublishOutcome]:
         self.publish_calls += 1
         if self.refuse:
