@@ -8,6 +8,7 @@ import psycopg
 import pytest
 
 from ledger.application import STREAM_CHUNK, Ledger
+from ledger.infrastructure import pgarrays
 from ledger.jcs import CanonicalizationError
 from ledger.publishing import Message, Published, PublishOutcome
 from ledger.settings import Settings
@@ -153,3 +154,22 @@ def test_a_postgres_index_made_before_adr_0011_is_carried_over_to_the_identity_k
     with psycopg.connect(database_url) as conn:
         legacy = conn.execute("SELECT to_regclass('public.ledger_identity_index')").fetchone()
     assert legacy == (None,)
+
+
+def test_the_binary_array_wrappers_round_trip_through_postgresql(postgres_url: str) -> None:
+    texts = ["", "a", "é\U0001f600", "x" * 300]
+    blobs = [b"", b"\x00\xff", b"{}"]
+    ints: list[int | None] = [0, -1, 2**62, None, 7]
+    with psycopg.connect(postgres_url) as conn:
+        pgarrays.register(conn.adapters)
+        row = conn.execute(
+            "SELECT %b::text[], %b::bytea[], %b::bigint[], %b::bigint[], %b::text[]",
+            (
+                pgarrays.TextArray(texts),
+                pgarrays.ByteaArray(blobs),
+                pgarrays.Int8Array(ints),
+                pgarrays.Int8Array([1, 2]),
+                pgarrays.TextArray([]),
+            ),
+        ).fetchone()
+    assert row == (texts, blobs, ints, [1, 2], [])

@@ -9,17 +9,21 @@ together.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, NamedTuple, Protocol
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
-from psycopg import Cursor
+from psycopg import Connection, Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier, Literal
 
+from ledger.infrastructure import pgarrays
+from ledger.infrastructure.pgarrays import ByteaArray, Int8Array, TextArray
 from ledger.verdicts import IdentityState, Known
 
 LOOKUP_CHUNK = 500
@@ -172,6 +176,8 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             # The library's database-function insert path skips _insert_stored_events, where
             # the index is written: refuse rather than silently stop indexing.
             raise ValueError("POSTGRES_ENABLE_DB_FUNCTIONS is not supported by the ledger")
+        # Pooled connections taught the array wrappers of the write path (pgarrays).
+        self._taught: weakref.WeakSet[Connection[Any]] = weakref.WeakSet()
         prefix = events_table_name.removesuffix("_events")
         # Keyed by the identity alone: it is a hash over the window id, so it is unique across
         # windows, and a one-column key halves the cost of the batch lookup (ADR 0011).
@@ -263,6 +269,10 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         index_changes: Sequence[IndexChange] = (),
         **kwargs: Any,
     ) -> None:
+        # The library made this cursor (and copied its adapters) before we could teach its
+        # connection: teach both (close and reconcile come here; admissions stream).
+        self._teach(curs.connection)
+        pgarrays.register(curs.adapters)
         # Take the table lock before touching the index, so that every writer queues on the
         # same lock first and two transactions can never deadlock on index rows.
         self._lock_table(curs)
@@ -271,6 +281,17 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             self._write_index(index_curs, index_changes)
         # The events insert goes last on `curs`: the caller reads its RETURNING rows.
         self._send_events(curs, stored_events)
+
+    @contextmanager
+    def _connection(self) -> Iterator[Connection[DictRow]]:
+        with self.datastore.get_connection() as conn:
+            self._teach(conn)
+            yield conn
+
+    def _teach(self, conn: Connection[Any]) -> None:
+        if conn not in self._taught:
+            pgarrays.register(conn.adapters)
+            self._taught.add(conn)
 
     def _write_index(self, curs: Cursor[DictRow], index_changes: Sequence[IndexChange]) -> None:
         groups: dict[tuple[str, bool], list[IndexChange]] = {}
@@ -282,10 +303,10 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 self._insert if new else self._upsert,
                 (
                     window_id,
-                    [ch.identity for ch in rows],
-                    [ch.payload_hash for ch in rows],
-                    [ch.state.value for ch in rows if ch.state is not None],
-                    [ch.offset for ch in rows],
+                    TextArray([ch.identity for ch in rows]),
+                    TextArray([ch.payload_hash for ch in rows]),
+                    TextArray([ch.state.value for ch in rows if ch.state is not None]),
+                    Int8Array([ch.offset for ch in rows]),
                 ),
                 prepare=True,
             )
@@ -309,9 +330,9 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 self._insert_one_originator if returning else self._insert_one_originator_quietly,
                 (
                     originator_id,
-                    [e.originator_version for e in stored_events],
-                    [e.topic for e in stored_events],
-                    [e.state for e in stored_events],
+                    Int8Array([e.originator_version for e in stored_events]),
+                    TextArray([e.topic for e in stored_events]),
+                    ByteaArray([e.state for e in stored_events]),
                 ),
                 prepare=True,
             )
@@ -338,14 +359,14 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                     self._insert_chunk,
                     (
                         window_id,
-                        [ch.identity for ch in changes],
-                        [ch.payload_hash for ch in changes],
-                        [ch.state.value for ch in changes if ch.state is not None],
-                        [ch.offset for ch in changes],
+                        TextArray([ch.identity for ch in changes]),
+                        TextArray([ch.payload_hash for ch in changes]),
+                        TextArray([ch.state.value for ch in changes if ch.state is not None]),
+                        Int8Array([ch.offset for ch in changes]),
                         originator_id,
-                        [e.originator_version for e in events],
-                        [e.topic for e in events],
-                        [e.state for e in events],
+                        Int8Array([e.originator_version for e in events]),
+                        TextArray([e.topic for e in events]),
+                        ByteaArray([e.state for e in events]),
                     ),
                     prepare=True,
                 )
@@ -360,7 +381,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         Same statements, same lock, same all-or-nothing as `insert_events`; a unique violation
         (another writer took the version) surfaces as eventsourcing's IntegrityError."""
         failure: Exception | None = None
-        with self.datastore.get_connection() as conn:
+        with self._connection() as conn:
             # BEGIN and COMMIT are sent as statements of the pipeline (not psycopg's transaction
             # block, whose exit waits for a round trip of its own): the whole batch, commit
             # included, costs one sync.
@@ -400,14 +421,14 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
     ) -> tuple[Sequence[StoredEvent], dict[str, Known]]:
         wanted = list(dict.fromkeys(identities))
         with (
-            self.datastore.get_connection() as conn,
+            self._connection() as conn,
             conn.cursor() as events,
             conn.cursor() as index,
         ):
             # Autocommit: each statement reads the latest commits, the index after the events.
             with conn.pipeline():
                 events.execute(self._newer_events, (originator_id, after_version), prepare=True)
-                index.execute(self._lookup, (wanted, window_id), prepare=True)
+                index.execute(self._lookup, (TextArray(wanted), window_id), prepare=True)
                 meanwhile()  # Python work that needs no answer, while the server looks up
             newer = [
                 StoredEvent(
@@ -425,8 +446,8 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
 
     def lookup_identities(self, window_id: str, identities: Iterable[str]) -> dict[str, Known]:
         wanted = list(dict.fromkeys(identities))
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self._lookup, (wanted, window_id), prepare=True)
+        with self._connection() as conn, conn.cursor() as curs:
+            curs.execute(self._lookup, (TextArray(wanted), window_id), prepare=True)
             return {
                 row["identity"]: _known(row["payload_hash"], row["state"], row["bus_offset"])
                 for row in curs.fetchall()
