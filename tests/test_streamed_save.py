@@ -117,6 +117,9 @@ def test_two_instances_streaming_into_one_window_admit_each_identity_once(
     assert second.verify("w").ok
 
 
+I1, I2 = "1" * 64, "2" * 64
+
+
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     reason = postgres_available()
@@ -137,17 +140,18 @@ def test_a_postgres_index_made_before_adr_0011_is_carried_over_to_the_identity_k
             "PRIMARY KEY (window_id, identity))"
         )
         conn.execute(
-            "INSERT INTO ledger_identity_index VALUES ('w', 'i1', 'h1', 'ADMITTED', 1), "
-            "('w', 'i2', 'h2', 'UNKNOWN', NULL)"
+            "INSERT INTO ledger_identity_index VALUES ('w', %s, 'h1', 'ADMITTED', 1), "
+            "('w', %s, 'h2', 'UNKNOWN', NULL)",
+            (I1, I2),
         )
 
     ledger = Ledger(Settings(database_url=database_url).eventsourcing_env())
     try:
         assert ledger.index.count_identities("w") == {"ADMITTED": 1, "UNKNOWN": 1}
-        known = ledger.index.lookup_identities("w", ["i1", "i2", "i3"])
+        known = ledger.index.lookup_identities("w", [I1, I2, "3" * 64, "not hex"])
         assert sorted((i, k.state.value, k.offset) for i, k in known.items()) == [
-            ("i1", "ADMITTED", 1),
-            ("i2", "UNKNOWN", None),
+            (I1, "ADMITTED", 1),
+            (I2, "UNKNOWN", None),
         ]
     finally:
         ledger.close()

@@ -78,6 +78,18 @@ class StreamingRecorder(Protocol):
         ...
 
 
+def _identity_keys(identities: Iterable[str]) -> ByteaArray:
+    """Identities as the PostgreSQL index keys them: their 32 bytes (ADR 0011). Anything that
+    is not 64 hex digits cannot be in the index: it is looked up as a key nothing matches."""
+    keys = []
+    for identity in identities:
+        try:
+            keys.append(bytes.fromhex(identity))
+        except ValueError:
+            keys.append(b"")
+    return ByteaArray(keys)
+
+
 def _known(payload_hash: str, state: str, offset: int | None) -> Known:
     return Known(IdentityState(state), payload_hash, offset)
 
@@ -188,7 +200,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         self.sql_create_statements.append(
             SQL(
                 "CREATE TABLE IF NOT EXISTS {table} ("
-                'identity text COLLATE "C" PRIMARY KEY, window_id text NOT NULL, '
+                "identity bytea PRIMARY KEY, window_id text NOT NULL, "
                 "payload_hash text NOT NULL, state text NOT NULL, bus_offset bigint)"
             ).format(table=table)
         )
@@ -200,7 +212,8 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 "DO $$ BEGIN "
                 "IF to_regclass({legacy_name}) IS NOT NULL THEN "
                 "INSERT INTO {table} (identity, window_id, payload_hash, state, bus_offset) "
-                "SELECT identity, window_id, payload_hash, state, bus_offset FROM {legacy} "
+                "SELECT decode(identity, 'hex'), window_id, payload_hash, state, bus_offset "
+                "FROM {legacy} "
                 "ON CONFLICT (identity) DO NOTHING; "
                 "DROP TABLE {legacy}; "
                 "END IF; END $$"
@@ -212,14 +225,14 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         )
         self._upsert = SQL(
             "INSERT INTO {table} (window_id, identity, payload_hash, state, bus_offset) "
-            "SELECT %b::text, * FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[]) "
+            "SELECT %b::text, * FROM unnest(%b::bytea[], %b::text[], %b::text[], %b::bigint[]) "
             "ON CONFLICT (identity) DO UPDATE SET "
             "payload_hash=EXCLUDED.payload_hash, state=EXCLUDED.state, "
             "bus_offset=EXCLUDED.bus_offset"
         ).format(table=table)
         self._insert = SQL(
             "INSERT INTO {table} (window_id, identity, payload_hash, state, bus_offset) "
-            "SELECT %b::text, * FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[])"
+            "SELECT %b::text, * FROM unnest(%b::bytea[], %b::text[], %b::text[], %b::bigint[])"
         ).format(table=table)
         self._delete = SQL("DELETE FROM {table} WHERE identity = ANY(%b)").format(table=table)
         self._lookup = SQL(
@@ -253,7 +266,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         self._insert_chunk = SQL(
             "WITH new_rows AS ("
             "INSERT INTO {table} (window_id, identity, payload_hash, state, bus_offset) "
-            "SELECT %b::text, * FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[])) "
+            "SELECT %b::text, * FROM unnest(%b::bytea[], %b::text[], %b::text[], %b::bigint[])) "
             "INSERT INTO {events} (originator_id, originator_version, topic, state) "
             "SELECT %b::uuid, * FROM unnest(%b::bigint[], %b::text[], %b::bytea[])"
         ).format(table=table, events=events)
@@ -303,16 +316,16 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 self._insert if new else self._upsert,
                 (
                     window_id,
-                    TextArray([ch.identity for ch in rows]),
+                    ByteaArray([bytes.fromhex(ch.identity) for ch in rows]),
                     TextArray([ch.payload_hash for ch in rows]),
                     TextArray([ch.state.value for ch in rows if ch.state is not None]),
                     Int8Array([ch.offset for ch in rows]),
                 ),
                 prepare=True,
             )
-        deletes = [ch.identity for ch in index_changes if ch.state is None]
+        deletes = [bytes.fromhex(ch.identity) for ch in index_changes if ch.state is None]
         if deletes:
-            curs.execute(self._delete, (deletes,))
+            curs.execute(self._delete, (ByteaArray(deletes),))
 
     def _send_events(
         self,
@@ -359,7 +372,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                     self._insert_chunk,
                     (
                         window_id,
-                        TextArray([ch.identity for ch in changes]),
+                        ByteaArray([bytes.fromhex(ch.identity) for ch in changes]),
                         TextArray([ch.payload_hash for ch in changes]),
                         TextArray([ch.state.value for ch in changes if ch.state is not None]),
                         Int8Array([ch.offset for ch in changes]),
@@ -428,7 +441,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             # Autocommit: each statement reads the latest commits, the index after the events.
             with conn.pipeline():
                 events.execute(self._newer_events, (originator_id, after_version), prepare=True)
-                index.execute(self._lookup, (TextArray(wanted), window_id), prepare=True)
+                index.execute(self._lookup, (_identity_keys(wanted), window_id), prepare=True)
                 meanwhile()  # Python work that needs no answer, while the server looks up
             newer = [
                 StoredEvent(
@@ -440,16 +453,16 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 for row in events.fetchall()
             ]
             return newer, {
-                row["identity"]: _known(row["payload_hash"], row["state"], row["bus_offset"])
+                row["identity"].hex(): _known(row["payload_hash"], row["state"], row["bus_offset"])
                 for row in index.fetchall()
             }
 
     def lookup_identities(self, window_id: str, identities: Iterable[str]) -> dict[str, Known]:
         wanted = list(dict.fromkeys(identities))
         with self._connection() as conn, conn.cursor() as curs:
-            curs.execute(self._lookup, (TextArray(wanted), window_id), prepare=True)
+            curs.execute(self._lookup, (_identity_keys(wanted), window_id), prepare=True)
             return {
-                row["identity"]: _known(row["payload_hash"], row["state"], row["bus_offset"])
+                row["identity"].hex(): _known(row["payload_hash"], row["state"], row["bus_offset"])
                 for row in curs.fetchall()
             }
 
