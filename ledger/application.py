@@ -19,6 +19,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import (
     IntegrityError,
     InterfaceError,
+    Mapper,
     OperationalError,
     StoredEvent,
     Transcoder,
@@ -51,7 +52,7 @@ from ledger.infrastructure.recorders import (
     IndexChange,
     StreamingRecorder,
 )
-from ledger.infrastructure.transcoder import JSONStateTranscoder
+from ledger.infrastructure.transcoder import JSONStateTranscoder, LedgerMapper
 from ledger.jcs import CanonicalizationError, canonicalize, sha256_hex
 from ledger.publishing import (
     EmbeddedPublisher,
@@ -187,6 +188,11 @@ class Ledger(Application[UUID]):
         # One writer per window in this process; other processes are caught by version
         # conflicts. Striped, so memory stays bounded however many windows there are.
         self._locks = [threading.RLock() for _ in range(_LOCK_STRIPES)]
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        return self.factory.mapper(
+            transcoder=self.construct_transcoder(), mapper_class=LedgerMapper
+        )
 
     def construct_transcoder(self) -> Transcoder:
         return JSONStateTranscoder()
