@@ -295,17 +295,9 @@ class Window(Aggregate):
         fields["digest"] = digest
         return fields
 
-    def trigger_event(
-        self,
-        event_class: type[Any],
-        *,
-        canonical: dict[str, bytes] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """Make, apply and hold the next event. `canonical` gives fields already in canonical
-        form (the caller vouches they are `canonicalize(kwargs[name])`), so the chain does not
-        encode them again."""
-        self._trigger(event_class, _own_fields(event_class, kwargs), canonical)
+    def trigger_event(self, event_class: type[Any], **kwargs: Any) -> None:
+        """Make, apply and hold the next event (its fields from `kwargs` and their defaults)."""
+        self._trigger(event_class, _own_fields(event_class, kwargs))
 
     def _trigger(
         self,
@@ -314,7 +306,11 @@ class Window(Aggregate):
         canonical: dict[str, bytes] | None = None,
         canonical_fields: bytes | None = None,
     ) -> None:
-        """`trigger_event` for a command that gives every field of the event itself."""
+        """`trigger_event` for a command that gives every field of the event itself.
+
+        `canonical`: some fields by their canonical bytes, `canonical_fields`: all of them (the
+        caller vouches they are the canonical form of those fields), so the chain does not
+        encode them again."""
         # Every event links to the one before: the digest is fixed when the event is made.
         version = self.version + 1
         state = self._chained(
@@ -506,18 +502,18 @@ class Window(Aggregate):
     ) -> None:
         """`canonical_payload`: `canonicalize(received_payload)`, when the caller has it."""
         self._require_open()
-        self.trigger_event(
+        self._trigger(
             self.MismatchQuarantined,
-            canonical=(
-                None if canonical_payload is None else {"received_payload": canonical_payload}
-            ),
-            identity=identity,
-            event_type=event_type,
-            event_id=event_id,
-            original_hash=original_hash,
-            received_hash=received_hash,
-            received_payload=received_payload,
-            source=source,
+            {
+                "identity": identity,
+                "event_type": event_type,
+                "event_id": event_id,
+                "original_hash": original_hash,
+                "received_hash": received_hash,
+                "received_payload": received_payload,
+                "source": source,
+            },
+            None if canonical_payload is None else {"received_payload": canonical_payload},
         )
 
     def record_publish_unknown(

@@ -248,19 +248,15 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             "RETURNING notification_id"
         ).format(events=events)
         # The usual case, one aggregate's events: its id once instead of once per row.
-        one_originator = (
+        self._insert_one_originator = SQL(
             "INSERT INTO {events} (originator_id, originator_version, topic, state) "
-            "SELECT %b::uuid, * FROM unnest(%b::bigint[], %b::text[], %b::bytea[])"
-        )
-        self._insert_one_originator = SQL(one_originator + " RETURNING notification_id").format(
-            events=events
-        )
+            "SELECT %b::uuid, * FROM unnest(%b::bigint[], %b::text[], %b::bytea[]) "
+            "RETURNING notification_id"
+        ).format(events=events)
         self._newer_events = SQL(
             "SELECT originator_version, topic, state FROM {events} "
             "WHERE originator_id = %b AND originator_version > %b ORDER BY originator_version"
         ).format(events=events)
-        # A streamed save returns nothing to the application: no ids to send back.
-        self._insert_one_originator_quietly = SQL(one_originator).format(events=events)
         # A streamed chunk of one window's arrivals: its new index rows and its events in one
         # statement (one round of psycopg's per-statement work instead of two).
         self._insert_chunk = SQL(
@@ -331,8 +327,6 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         self,
         curs: Cursor[DictRow],
         stored_events: Sequence[StoredEvent],
-        *,
-        returning: bool = True,
     ) -> None:
         originator_id = stored_events[0].originator_id
         if all(
@@ -340,7 +334,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             for e in stored_events
         ):
             curs.execute(
-                self._insert_one_originator if returning else self._insert_one_originator_quietly,
+                self._insert_one_originator,
                 (
                     originator_id,
                     Int8Array([e.originator_version for e in stored_events]),
@@ -385,7 +379,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 )
                 return
         if events:
-            self._send_events(curs, events, returning=False)
+            self._send_events(curs, events)
         self._write_index(curs, changes)
 
     def insert_event_stream(self, chunks: Iterable[Chunk]) -> None:
