@@ -1,5 +1,1 @@
-"""The HTTP API (Litestar). `create_app(settings)` is the composition root."""
-
-from api.app import create_app
-
-__all__ = ["create_app"]
+"""The HTTP API (Litestar): `api.app:create_app` is the app factory `ledger serve` starts."""

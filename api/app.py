@@ -1,21 +1,20 @@
-"""The composition root of the HTTP service: `create_app(settings)` builds everything."""
+"""The HTTP app factory: `create_app()` (settings from the environment), started by
+`ledger serve` as "api.app:create_app" with factory=True. The services it serves are built by
+the composition root (`service.composition`) when the app starts; nothing connects at import."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from litestar import Litestar, Request, Response
+from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
-from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from api.auth import TokenAuth, parse_tokens
+from api.auth import TokenAuth
 from api.controllers import (
     AdmissionsController,
     QuarantineController,
@@ -23,57 +22,20 @@ from api.controllers import (
     WindowsController,
 )
 from api.dashboard import DashboardController
+from api.errors import EXCEPTION_HANDLERS
 from api.metrics import LedgerMetrics
-from ledger.bootstrap import Services, build_services
-from ledger.errors import LedgerError
-from ledger.settings import Settings
-
-log = logging.getLogger("ledger.api")
+from service.composition import Services, build_services
+from service.settings import Settings
+from service.tokens import parse_tokens
 
 # A whole batch may hold up to 1,000 events; each payload is capped at 1 MiB on its own.
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
 
-_HTTP_CODES = {
-    400: "invalid_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "request_too_large",
-    415: "unsupported_media_type",
-}
 
-
-def _ledger_error(_: Request[Any, Any, Any], exc: LedgerError) -> Response[dict[str, Any]]:
-    return Response(exc.as_json(), status_code=exc.status)
-
-
-def _validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
-    problems = [
-        f"{e.get('message', '')}".strip() + (f" ({e['key']})" if e.get("key") else "")
-        for e in (exc.extra if isinstance(exc.extra, list) else [])
-        if isinstance(e, dict)
-    ]
-    detail = "; ".join(p for p in problems if p) or str(exc.detail)
-    return Response({"error": "invalid_request", "detail": detail}, status_code=400)
-
-
-def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
-    code = _HTTP_CODES.get(exc.status_code, "http_error")
-    return Response({"error": code, "detail": str(exc.detail)}, status_code=exc.status_code)
-
-
-def _unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    # Commands record in one transaction: a failure before commit recorded nothing.
-    log.exception("unexpected error", exc_info=exc)
-    return Response(
-        {"error": "internal_error", "detail": "unexpected error; nothing was recorded, retry"},
-        status_code=HTTP_500_INTERNAL_SERVER_ERROR,
-    )
-
-
-def create_app(settings: Settings, services: Services | None = None) -> Litestar:
-    """Build the service from settings. Nothing connects until the app starts."""
+def create_app(settings: Settings | None = None, services: Services | None = None) -> Litestar:
+    """Build the service from settings (default: the environment). Nothing connects until the
+    app starts."""
+    settings = settings or Settings.from_env()
     auth = TokenAuth(parse_tokens(settings.api_tokens))
     holder: dict[str, Any] = {}
 
@@ -116,12 +78,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
             "services": Provide(provide_services, sync_to_thread=False),
             "metrics": Provide(provide_metrics, sync_to_thread=False),
         },
-        exception_handlers={
-            LedgerError: _ledger_error,
-            ValidationException: _validation_error,
-            HTTPException: _http_error,
-            Exception: _unexpected,
-        },
+        exception_handlers=EXCEPTION_HANDLERS,
         middleware=[measured],
         lifespan=[lifespan],
         state=State({"auth": auth}),

@@ -10,7 +10,6 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
-from sqlalchemy import text
 
 from api.auth import requires
 from api.metrics import LedgerMetrics
@@ -29,10 +28,11 @@ from api.schemas import (
     VerifyOut,
     WindowPage,
 )
+from ledger import errors
 from ledger.admissions import NAME_PATTERN, check_window_id, prepare
-from ledger.bootstrap import Services
-from ledger.errors import InvalidAdmission, LedgerError, WindowNotFound
+from ledger.errors import InvalidAdmission, WindowNotFound
 from ledger.receipts import render_markdown
+from service.composition import Services
 
 WindowId = Annotated[str, Parameter(pattern=NAME_PATTERN, max_length=128)]
 # Positions are bigints in the database: a larger cursor is bad input, not a driver overflow.
@@ -51,11 +51,6 @@ def _errors(*codes: int) -> dict[int, ResponseSpec]:
 
 
 _strict_admissions = msgspec.json.Decoder(AdmissionRequest).decode
-
-
-class GateNotPassedError(LedgerError):
-    status = 409
-    code = "gate_not_passed"
 
 
 class AdmissionsController(Controller):
@@ -180,7 +175,7 @@ class WindowsController(Controller):
     ) -> AdmittedPage:
         gate = services.gate(check_window_id(window_id))
         if gate["status"] != "PASS":
-            raise GateNotPassedError(
+            raise errors.GateNotPassed(
                 f"window {window_id!r} has gate {gate['status']}: no PASS, no read", gate=gate
             )
         items, next_cursor = services.read.admitted_events(window_id, after, limit)
@@ -212,9 +207,7 @@ class WindowsController(Controller):
         summary="Recompute the hash chain from the stored events",
     )
     def verify(self, window_id: WindowId, services: Services) -> VerifyOut:
-        return msgspec.convert(
-            services.ledger.verify(check_window_id(window_id)).as_json(), VerifyOut
-        )
+        return msgspec.convert(services.verify(check_window_id(window_id)).as_json(), VerifyOut)
 
     @post(
         "/{window_id:str}/reconcile",
@@ -257,12 +250,7 @@ class SystemController(Controller):
         summary="Liveness and storage reachability",
     )
     def health(self, services: Services) -> Health:
-        try:
-            with services.store.reader.connect() as conn:
-                conn.execute(text("SELECT 1"))
-            services.ledger.recorder.max_notification_id()
-        except Exception as exc:
-            raise StorageUnavailable(f"storage is unreachable: {type(exc).__name__}") from None
+        services.health()
         return Health(
             status="ok",
             database=services.settings.describe_database(),
@@ -279,11 +267,6 @@ class SystemController(Controller):
         from prometheus_client import generate_latest
 
         return Response(generate_latest(metrics.registry), media_type="text/plain; version=0.0.4")
-
-
-class StorageUnavailable(LedgerError):
-    status = 503
-    code = "storage_unavailable"
 
 
 __all__ = [

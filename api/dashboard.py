@@ -11,8 +11,8 @@ from litestar.params import Parameter
 from litestar.response import Response
 
 from api.auth import requires
-from ledger.bootstrap import Services
 from ledger.receipts import COUNT_LABELS, GATE_MEANING
+from service.composition import Services
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem;color:#1d2330;max-width:70rem}

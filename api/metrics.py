@@ -10,10 +10,9 @@ from litestar.types import ASGIApp, Message, Receive, Send
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 
-from ledger.bootstrap import Services
-from projections.tables import receipts
+from ledger.gate import STATUSES
+from service.composition import Services
 
 
 class LedgerMetrics:
@@ -73,16 +72,10 @@ class _ReadSideCollector(Collector):
             "Events the projection has yet to apply",
             labels=["projection"],
         )
-        with self.services.store.reader.connect() as conn:
-            total: Any = conn.execute(
-                select(func.coalesce(func.sum(receipts.c.pending_unknown), 0))
-            )
-            pending.add_metric([], float(total.scalar() or 0))
-            counts: dict[str, int] = dict(
-                conn.execute(select(receipts.c.gate, func.count()).group_by(receipts.c.gate)).all()
-            )
-        for gate in ("OPEN", "BLOCKED", "PASS", "FAIL"):
-            by_gate.add_metric([gate], float(counts.get(gate, 0)))
+        total_pending, windows_by_gate = self.services.read.gauges()
+        pending.add_metric([], float(total_pending))
+        for gate in STATUSES:
+            by_gate.add_metric([gate], float(windows_by_gate.get(gate, 0)))
         for row in self.services.runner.status():
             lag.add_metric([row["name"]], float(row["lag"]))
         yield pending

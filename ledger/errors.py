@@ -1,4 +1,5 @@
-"""One hierarchy of domain errors; the API maps each to HTTP in one place (by `status`/`code`)."""
+"""One hierarchy of domain errors, each with a code and a human detail, and nothing of HTTP:
+the API maps codes to statuses in one table (api/errors.py), the CLI to exit codes."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ from typing import Any
 
 
 class LedgerError(Exception):
-    status = 500
     code = "ledger_error"
 
     def __init__(self, detail: str, **extra: Any) -> None:
@@ -21,29 +21,24 @@ class LedgerError(Exception):
 class InvalidAdmission(LedgerError):
     """Bad input: nothing of the request is recorded."""
 
-    status = 400
     code = "invalid_admission"
 
 
 class PayloadTooLarge(InvalidAdmission):
-    status = 413
     code = "payload_too_large"
 
 
 class WindowNotFound(LedgerError):
-    status = 404
     code = "window_not_found"
 
 
 class WindowClosed(LedgerError):
-    status = 409
     code = "window_closed"
 
 
 class PublishUnknownPending(LedgerError):
     """Close refused: some identities have an unknown publish outcome (fail-closed)."""
 
-    status = 409
     code = "publish_unknown_pending"
 
     def __init__(self, pending: list[str]) -> None:
@@ -56,7 +51,6 @@ class PublishUnknownPending(LedgerError):
 class BusLedgerMismatch(LedgerError):
     """Close refused: the bus and the ledger disagree on how many messages the window has."""
 
-    status = 409
     code = "bus_ledger_mismatch"
 
     def __init__(self, window_id: str, bus: int, ledger: int) -> None:
@@ -71,19 +65,28 @@ class BusLedgerMismatch(LedgerError):
 class PublishRefused(LedgerError):
     """The bus definitely did not take the batch: nothing was recorded, retrying is safe."""
 
-    status = 503
     code = "publish_refused"
 
 
 class BusUnavailable(LedgerError):
     """The bus could not be asked (timeout, connection lost): nothing was recorded, retry."""
 
-    status = 503
     code = "bus_unavailable"
+
+
+class GateNotPassed(LedgerError):
+    """No PASS, no read: the window's admitted events are served only when its gate is PASS."""
+
+    code = "gate_not_passed"
+
+
+class StorageUnavailable(LedgerError):
+    """The database could not be reached: nothing was recorded, retrying is safe."""
+
+    code = "storage_unavailable"
 
 
 class Contention(LedgerError):
     """The window kept changing under us; nothing was recorded, retrying is safe."""
 
-    status = 503
     code = "contention"

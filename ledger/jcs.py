@@ -66,32 +66,16 @@ def _number(value: float) -> str:
 
 
 def _serialize(value: Any, out: list[str]) -> None:
-    if value is None:
-        out.append("null")
-    elif value is True:
-        out.append("true")
-    elif value is False:
-        out.append("false")
+    if value is None or value is True or value is False:
+        out.append(_LITERALS[value])
     elif isinstance(value, str):
         out.append(_string(value))
     elif isinstance(value, int):
-        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
-            raise CanonicalizationError(
-                f"integer {value} is outside +-(2^53 - 1) and cannot be canonicalized"
-            )
-        out.append(str(value))
+        out.append(_integer(value))
     elif isinstance(value, float):
         out.append(_number(value))
     elif isinstance(value, dict):
-        out.append("{")
-        items = sorted(value.items(), key=_sort_key(value))
-        for i, (key, item) in enumerate(items):
-            if i:
-                out.append(",")
-            out.append(_string(key))
-            out.append(":")
-            _serialize(item, out)
-        out.append("}")
+        _serialize_object(value, out)
     elif type(value) is Canonical:
         out.append(value.data.decode("utf-8"))
     elif isinstance(value, list | tuple):
@@ -103,6 +87,29 @@ def _serialize(value: Any, out: list[str]) -> None:
         out.append("]")
     else:
         raise CanonicalizationError(f"{type(value).__name__} is not a JSON value")
+
+
+_LITERALS = {None: "null", True: "true", False: "false"}
+
+
+def _integer(value: int) -> str:
+    if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+        raise CanonicalizationError(
+            f"integer {value} is outside +-(2^53 - 1) and cannot be canonicalized"
+        )
+    return str(value)
+
+
+def _serialize_object(value: dict[Any, Any], out: list[str]) -> None:
+    out.append("{")
+    items = sorted(value.items(), key=_sort_key(value))
+    for i, (key, item) in enumerate(items):
+        if i:
+            out.append(",")
+        out.append(_string(key))
+        out.append(":")
+        _serialize(item, out)
+    out.append("}")
 
 
 def _sort_key(obj: dict[Any, Any]) -> Any:

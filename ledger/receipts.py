@@ -1,8 +1,46 @@
-"""The receipt as Markdown: evidence a reviewer reads without reading code."""
+"""The receipt (contract s.5): its JSON shape, and its Markdown for a reviewer who does not read
+code. Both sides make receipts through `receipt_json`, so the shape is written once."""
 
 from __future__ import annotations
 
 from typing import Any
+
+COUNT_KEYS = (
+    "admitted",
+    "duplicates",
+    "quarantined",
+    "publish_unknown",
+    "reconciled",
+    "pending_unknown",
+)
+
+
+def receipt_json(
+    *,
+    window_id: str,
+    status: str,
+    gate: str,
+    counts: dict[str, int],
+    bus_offsets: dict[str, int | None],
+    source_offsets: dict[str, dict[str, int]],
+    opened_at: str | None,
+    closed_at: str | None,
+    events: int,
+    chain_head: str,
+) -> dict[str, Any]:
+    return {
+        "window_id": window_id,
+        "status": status,
+        "gate": gate,
+        "counts": counts,
+        "bus_offsets": bus_offsets,
+        "source_offsets": source_offsets,
+        "opened_at": opened_at,
+        "closed_at": closed_at,
+        "events": events,
+        "chain_head": chain_head,
+    }
+
 
 COUNT_LABELS = [
     ("admitted", "Admitted (published once, reconciled ones included)"),

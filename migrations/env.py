@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 from alembic import context
 from sqlalchemy import Connection
 
-from ledger.settings import Settings
 from projections.store import create_read_store
 from projections.tables import metadata
 
@@ -22,7 +23,10 @@ given = config.attributes.get("connection")
 if given is not None:
     run(given)
 else:
-    store = create_read_store(Settings.from_env())
+    # Run by `alembic` itself (the ledger passes its connection): the URL from the environment.
+    store = create_read_store(
+        os.environ.get("LEDGER_DATABASE_URL", "sqlite:///./ledger-data/ledger.db")
+    )
     try:
         with store.writer.connect() as connection:
             run(connection)

@@ -18,7 +18,18 @@ from projections.store import ReadStore
 if TYPE_CHECKING:
     from alembic.config import Config
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+def _migrations() -> Path:
+    """The Alembic scripts: inside this package when installed from a wheel (shipped as
+    `projections.migrations`), the top-level `migrations/` folder in a checkout."""
+    here = Path(__file__).resolve().parent
+    for folder in (here / "migrations", here.parent / "migrations"):
+        if (folder / "env.py").is_file():
+            return folder
+    raise FileNotFoundError(f"no Alembic migrations beside {here}")
+
+
+MIGRATIONS = _migrations()
 HEAD = "0002"
 
 
@@ -62,13 +73,15 @@ def current_revision(store: ReadStore) -> str | None:
         return None  # no version table yet
 
 
-def ensure_schema(store: ReadStore, *, upgrade: bool) -> None:
+def ensure_schema(store: ReadStore, *, upgrade_older: bool) -> None:
+    """Bring the schema to HEAD: an empty database always (nothing to protect there); one at an
+    older revision only when `upgrade_older`, else refuse with the command that migrates it."""
     current = current_revision(store)
     if current == HEAD:
         return
-    if not upgrade:
+    if current is not None and not upgrade_older:
         raise SchemaNotCurrent(
-            f"read-model schema is at {current!r}, this code needs {HEAD!r}: "
-            "run `ledger db upgrade`"
+            f"read-model schema is at revision {current!r}, this code needs {HEAD!r}: "
+            "run `ledger db upgrade` (with the same LEDGER_DATABASE_URL), then start again"
         )
     _run(store, "upgrade", "head")

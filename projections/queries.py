@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, func, select, text
 
-from projections.receipts import COUNT_KEYS
+from ledger.receipts import COUNT_KEYS, receipt_json
 from projections.store import ReadStore
 from projections.tables import admitted, quarantine, receipt_sources, receipts
 
@@ -39,18 +39,32 @@ class ReadModels:
 
     @staticmethod
     def _receipt(row: Any, source_offsets: dict[str, dict[str, int]]) -> dict[str, Any]:
-        return {
-            "window_id": row["window_id"],
-            "status": row["status"],
-            "gate": row["gate"],
-            "counts": {k: row[k] for k in COUNT_KEYS},
-            "bus_offsets": {"first": row["bus_first"], "last": row["bus_last"]},
-            "source_offsets": source_offsets,
-            "opened_at": row["opened_at"],
-            "closed_at": row["closed_at"],
-            "events": row["events"],
-            "chain_head": row["chain_head"],
-        }
+        return receipt_json(
+            window_id=row["window_id"],
+            status=row["status"],
+            gate=row["gate"],
+            counts={k: row[k] for k in COUNT_KEYS},
+            bus_offsets={"first": row["bus_first"], "last": row["bus_last"]},
+            source_offsets=source_offsets,
+            opened_at=row["opened_at"],
+            closed_at=row["closed_at"],
+            events=row["events"],
+            chain_head=row["chain_head"],
+        )
+
+    def ping(self) -> None:
+        """One round trip to the read models' database (raises when it is unreachable)."""
+        with self.store.reader.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def gauges(self) -> tuple[int, dict[str, int]]:
+        """What the metrics show of the read side: pending unknowns in all, windows by gate."""
+        with self.store.reader.connect() as conn:
+            pending = conn.execute(
+                select(func.coalesce(func.sum(receipts.c.pending_unknown), 0))
+            ).scalar()
+            by_gate = conn.execute(select(receipts.c.gate, func.count()).group_by(receipts.c.gate))
+            return int(pending or 0), {gate: int(n) for gate, n in by_gate}
 
     def gate(self, window_id: str) -> dict[str, Any] | None:
         with self.store.reader.connect() as conn:

@@ -2,59 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Table, select
 
 from projections.base import ProjectedEvent, to_json
+from projections.gate import judge_row
 from projections.tables import receipt_sources, receipts
 from projections.upsert import upsert
-
-COUNT_KEYS = (
-    "admitted",
-    "duplicates",
-    "quarantined",
-    "publish_unknown",
-    "reconciled",
-    "pending_unknown",
-)
-
-
-def judge_gate(row: dict[str, Any], sources: dict[str, dict[str, int]]) -> tuple[str, list[str]]:
-    """The contract's gate (s.4) from a receipt row and its closing summary."""
-    if row["status"] != "CLOSED":
-        if row["pending_unknown"]:
-            return "BLOCKED", [
-                f"{row['pending_unknown']} identities have an unknown publish outcome"
-            ]
-        return "OPEN", ["window is not closed"]
-    summary = json.loads(row["summary"])
-    reasons = []
-    counts = {k: row[k] for k in COUNT_KEYS}
-    if counts != summary["counts"]:
-        reasons.append(
-            f"read-side counts {counts} differ from the closing summary {summary['counts']}"
-        )
-    bus = {"first": row["bus_first"], "last": row["bus_last"]}
-    if bus != summary["bus_offsets"]:
-        reasons.append(
-            f"read-side bus offsets {bus} differ from the closing summary {summary['bus_offsets']}"
-        )
-    if sources != summary["source_offsets"]:
-        reasons.append("read-side source offsets differ from the closing summary")
-    if row["events"] != summary["events"]:
-        reasons.append(
-            f"read side applied {row['events']} events, "
-            f"the closing summary says {summary['events']}"
-        )
-    if not summary.get("chain_verified", False):
-        reasons.append(
-            "hash chain did not verify at close "
-            f"(first bad version {summary.get('first_bad_version')})"
-        )
-    return ("FAIL", reasons) if reasons else ("PASS", [])
 
 
 class ReceiptsProjection:
@@ -76,7 +32,7 @@ class ReceiptsProjection:
             self._apply_one(row, sources.setdefault(e.window_id, {}), e, touched_sources)
         for window_id in window_ids:
             row = rows[window_id]
-            row["gate"], reasons = judge_gate(row, self._ranges(sources.get(window_id, {})))
+            row["gate"], reasons = judge_row(row, self._ranges(sources.get(window_id, {})))
             row["gate_reasons"] = to_json(reasons)
         upsert(conn, table, list(rows.values()), ["window_id"])
         upsert(

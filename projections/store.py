@@ -7,13 +7,12 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 
-from ledger.settings import Settings
 
-
-def sqlalchemy_url(settings: Settings) -> str:
-    if settings.is_sqlite:
-        return f"sqlite:///{settings.sqlite_path}"
-    rest = settings.database_url.split("://", 1)[1]
+def sqlalchemy_url(database_url: str) -> str:
+    """SQLAlchemy's URL for LEDGER_DATABASE_URL (psycopg 3 as the PostgreSQL driver)."""
+    if database_url.startswith("sqlite:"):
+        return database_url
+    rest = database_url.split("://", 1)[1]
     return f"postgresql+psycopg://{rest}"
 
 
@@ -50,10 +49,10 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
     return engine
 
 
-def create_read_store(settings: Settings) -> ReadStore:
-    url = sqlalchemy_url(settings)
-    if settings.is_sqlite:
-        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+def create_read_store(database_url: str) -> ReadStore:
+    """Engines for the read models on the database of LEDGER_DATABASE_URL."""
+    url = sqlalchemy_url(database_url)
+    if database_url.startswith("sqlite:"):
         return ReadStore(_sqlite_engine(url, immediate=True), _sqlite_engine(url, immediate=False))
     engine = create_engine(url, pool_size=4, max_overflow=8, pool_pre_ping=True)
     return ReadStore(engine, engine)

@@ -1,4 +1,4 @@
-"""Batched insert-or-update on SQLite and PostgreSQL."""
+"""Batched insert-or-update (and insert-or-skip) on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,6 +7,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import postgresql, sqlite
+
+
+def insert_ignoring_conflicts(conn: Connection, table: Table) -> Any:
+    """An INSERT that skips rows whose key is already there."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()
 
 
 def upsert(

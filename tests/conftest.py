@@ -9,11 +9,11 @@ import pytest
 
 from ledger.admissions import Admission, AdmissionIn, prepare
 from ledger.application import Ledger
-from ledger.bootstrap import Services, build_services
-from ledger.publishing import Publisher
-from ledger.settings import Settings
+from ledger.ports import Publisher
 from projections.migrate import upgrade
 from projections.store import create_read_store
+from service.composition import Services, build_ledger, build_services
+from service.settings import Settings
 from tests.support.services import missing_service, postgres_available, throwaway_database
 
 BACKENDS = ["sqlite", "postgres"]
@@ -42,7 +42,7 @@ def make_ledger(database_url: str) -> Iterator[Callable[..., Ledger]]:
     made: list[Ledger] = []
 
     def make(publisher: Publisher | None = None) -> Ledger:
-        app = Ledger(Settings(database_url=database_url).eventsourcing_env(), publisher)
+        app = build_ledger(Settings(database_url=database_url), publisher)
         made.append(app)
         return app
 
@@ -64,7 +64,7 @@ def settings(database_url: str) -> Settings:
 @pytest.fixture
 def migrated(settings: Settings) -> Settings:
     """The database with the read-model schema at head (what `ledger db upgrade` does)."""
-    store = create_read_store(settings)
+    store = create_read_store(settings.database_url)
     try:
         upgrade(store)
     finally:

@@ -21,6 +21,7 @@ import psycopg
 import pytest
 import rfc8785
 
+from api.errors import status_of
 from ledger.admissions import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     MAX_BATCH,
@@ -233,7 +234,7 @@ def test_a_refused_publish_raises_and_records_nothing_not_even_window_opened(
     ledger = make_ledger(bus)
     with pytest.raises(PublishRefused) as refused:
         ledger.admit("w", batch("w", event("1"), event("2")))
-    assert refused.value.status == 503
+    assert status_of(refused.value) == 503
     assert_window_does_not_exist(ledger, "w")
     # Safe to retry: once the bus is back, the same batch is admitted as if new.
     bus.heal()
@@ -636,7 +637,7 @@ def test_anything_but_an_exact_duplicate_after_close_raises_window_closed_and_re
     before = recorded(ledger, "w")
     with pytest.raises(WindowClosed) as refused:
         ledger.admit("w", batch("w", *late))
-    assert refused.value.status == 409
+    assert status_of(refused.value) == 409
     assert refused.value.code == "window_closed"
     assert recorded(ledger, "w") == before
 
@@ -653,7 +654,7 @@ def test_close_is_refused_with_the_pending_list_while_an_identity_is_unknown(
     before = recorded(ledger, "w")
     with pytest.raises(PublishUnknownPending) as refused:
         ledger.close_window("w")
-    assert refused.value.status == 409
+    assert status_of(refused.value) == 409
     assert refused.value.as_json()["error"] == "publish_unknown_pending"
     assert refused.value.as_json()["pending"] == pending
     assert recorded(ledger, "w") == before
@@ -1047,7 +1048,7 @@ def test_bad_input_is_refused_by_prepare_and_leaves_nothing_recorded(
     target = window_id if window_id == "w" else "w"
     with pytest.raises(InvalidAdmission) as refused:
         ledger.admit(target, prepare(window_id, items()))
-    assert 400 <= refused.value.status < 500
+    assert 400 <= status_of(refused.value) < 500
     assert_window_does_not_exist(ledger, "w")
     # And in a window that already exists, nothing is added either.
     ledger.admit("w", batch("w", event("existing")))
@@ -1066,7 +1067,7 @@ def test_an_oversize_payload_is_payload_too_large_at_one_byte_over_the_limit(
     assert prepared.payload_hash == hashlib.sha256(rfc8785.dumps(at_limit)).hexdigest()
     with pytest.raises(PayloadTooLarge) as refused:
         prepare("w", [raw(payload=oversize_payload(1))])
-    assert refused.value.status == 413
+    assert status_of(refused.value) == 413
     assert refused.value.code == "payload_too_large"
     with pytest.raises(PayloadTooLarge):
         prepare("w", [raw(payload={"small": 1})], max_payload_bytes=5)

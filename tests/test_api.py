@@ -24,7 +24,7 @@ import httpx
 import pytest
 import rfc8785
 
-from ledger.settings import Settings
+from service.settings import Settings
 from tests.support.nats import AnyNats, nats_server, unique_stream  # noqa: F401
 from tests.support.server import ROOT, RunningServer, free_port, running_server, server_env
 
@@ -1127,7 +1127,7 @@ def test_serve_refuses_a_non_loopback_host_without_tokens(database_url):
             [
                 sys.executable,
                 "-m",
-                "ledger.cli",
+                "service.cli",
                 "serve",
                 "--host",
                 "0.0.0.0",

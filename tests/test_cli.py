@@ -28,7 +28,7 @@ def ledger_cmd(database_url: str):
 
     def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "ledger.cli", *args],
+            [sys.executable, "-m", "service.cli", *args],
             input=stdin,
             capture_output=True,
             text=True,

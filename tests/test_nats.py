@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 from nats.aio.client import Client as NatsClient
 
+from api.errors import status_of
 from ledger.admissions import Admission, identity_of
 from ledger.application import AdmissionResult, Ledger
-from ledger.bootstrap import Services, build_services
 from ledger.errors import (
     BusLedgerMismatch,
     LedgerError,
@@ -33,7 +33,8 @@ from ledger.errors import (
 )
 from ledger.infrastructure.nats import JetStreamPublisher, NatsSettings
 from ledger.jcs import canonicalize, sha256_hex
-from ledger.settings import Settings
+from service.composition import Services, build_services
+from service.settings import Settings
 from tests.conftest import batch, event
 from tests.support.nats import (
     AnyNats,
@@ -383,7 +384,7 @@ def assert_close_refused_as_pending(services: Services, window: str, pending: li
     events_before = len(services.ledger.history(window))
     with pytest.raises(PublishUnknownPending) as refused:
         services.close_window(window)
-    assert refused.value.status == 409
+    assert status_of(refused.value) == 409
     assert refused.value.as_json()["error"] == "publish_unknown_pending"
     assert refused.value.as_json()["pending"] == pending
     assert len(services.ledger.history(window)) == events_before  # nothing recorded
@@ -499,7 +500,7 @@ def test_reconciling_while_the_server_is_still_stopped_lists_every_pending_ident
     try:
         outcome = ledger.reconcile(window)
     except LedgerError as refused:
-        assert refused.status == 503, refused.as_json()
+        assert status_of(refused) == 503, refused.as_json()
     except Exception as exc:
         pytest.fail(
             f"reconcile with the server stopped raised {type(exc).__name__}({exc}) instead of "
@@ -555,7 +556,7 @@ def test_a_killed_server_refuses_new_identities_recording_nothing_and_admits_aft
     fresh_batch = batch(fresh, event("n1"), event("n2"))
     with pytest.raises(PublishRefused) as refused:
         ledger.admit(fresh, fresh_batch)
-    assert refused.value.status == 503
+    assert status_of(refused.value) == 503
     assert refused.value.as_json()["error"] == "publish_refused"
     with pytest.raises(WindowNotFound):
         ledger.history(fresh)
@@ -664,7 +665,7 @@ def test_a_foreign_admission_on_the_window_subject_refuses_the_close_until_recon
     events_before = len(ledger.history(window))
     with pytest.raises(BusLedgerMismatch) as refused:
         nats_services.close_window(window)
-    assert refused.value.status == 409
+    assert status_of(refused.value) == 409
     as_json = refused.value.as_json()
     assert as_json["error"] == "bus_ledger_mismatch"
     assert (as_json["bus"], as_json["ledger"]) == (3, 2)

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from sqlalchemy import inspect, text
 
-from ledger.settings import Settings
 from projections.migrate import HEAD, current_revision, downgrade, upgrade
 from projections.store import create_read_store
 from tests.conftest import batch, event
@@ -232,7 +231,7 @@ def test_after_downgrading_and_upgrading_the_schema_a_receipts_rebuild_fills_the
     for window_id, at in filled:
         assert at == services.ledger.history(window_id)[-1]["recorded_at"]
 
-    store = create_read_store(Settings(database_url=database_url))
+    store = create_read_store(database_url)
     try:
         downgrade(store, "0001")
         assert current_revision(store) == "0001"

@@ -10,8 +10,9 @@ import pytest
 from ledger.application import STREAM_CHUNK, Ledger
 from ledger.infrastructure import pgarrays
 from ledger.jcs import CanonicalizationError
-from ledger.publishing import Message, Published, PublishOutcome
-from ledger.settings import Settings
+from ledger.ports import Message, Published, PublishOutcome
+from service.composition import build_ledger
+from service.settings import Settings
 from tests.conftest import batch, event
 from tests.support.bus import ScriptedBus
 from tests.support.services import missing_service, postgres_available, throwaway_database
@@ -145,7 +146,7 @@ def test_a_postgres_index_made_before_adr_0011_is_carried_over_to_the_identity_k
             (I1, I2),
         )
 
-    ledger = Ledger(Settings(database_url=database_url).eventsourcing_env())
+    ledger = build_ledger(Settings(database_url=database_url))
     try:
         assert ledger.index.count_identities("w") == {"ADMITTED": 1, "UNKNOWN": 1}
         known = ledger.index.lookup_identities("w", [I1, I2, "3" * 64, "not hex"])

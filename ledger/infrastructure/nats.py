@@ -23,7 +23,7 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck, StorageType, StreamConfig
 
 from ledger.errors import BusUnavailable, PublishRefused
-from ledger.publishing import (
+from ledger.ports import (
     BusMessage,
     Message,
     OutgoingMessage,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ledger.errors import PublishRefused
-from ledger.publishing import Message, Published, PublishOutcome, Unknown
+from ledger.ports import Message, Published, PublishOutcome, Unknown
 
 
 class ScriptedBus:

@@ -21,7 +21,6 @@ from typing import Any
 from sqlalchemy import Engine, MetaData, Table, create_engine, inspect, select, text
 
 from ledger.domain import window_uuid
-from ledger.settings import Settings
 from projections.store import sqlalchemy_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +35,7 @@ PROJECTIONS = ("receipts", "admitted", "quarantine")
 
 @contextlib.contextmanager
 def engine_for(database_url: str) -> Iterator[Engine]:
-    engine = create_engine(sqlalchemy_url(Settings(database_url=database_url)))
+    engine = create_engine(sqlalchemy_url(database_url))
     try:
         yield engine
     finally:
@@ -102,7 +101,7 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     """`ledger ARGS...` as a subprocess on the given database; returns when it exits."""
     return subprocess.run(
-        [sys.executable, "-m", "ledger.cli", *args],
+        [sys.executable, "-m", "service.cli", *args],
         capture_output=True,
         text=True,
         env=cli_env(database_url),
@@ -116,7 +115,7 @@ def start_cli(database_url: str, *args: str, stderr_path: Path) -> subprocess.Po
     could fill up). Always pair with `stop_process` in a finally."""
     with open(stderr_path, "ab") as err:
         return subprocess.Popen(
-            [sys.executable, "-m", "ledger.cli", *args],
+            [sys.executable, "-m", "service.cli", *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=err,

@@ -3,7 +3,7 @@
     with running_server(database_url) as server:
         httpx.get(server.url + "/health")
 
-The server is started exactly as an operator starts it (`python -m ledger.cli serve --host
+The server is started exactly as an operator starts it (`python -m service.cli serve --host
 127.0.0.1 --port N`), with the environment given; `running_server` waits (bounded) until
 `GET /health` answers 200, failing with the server's stderr if it never does, and always stops it:
 SIGTERM first, SIGKILL after a bound. Only 127.0.0.1 is ever bound or contacted.
@@ -99,7 +99,7 @@ def running_server(
     url = f"http://{HOST}:{port}"
     with tempfile.NamedTemporaryFile(prefix="ledger-serve-", suffix=".stderr") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ledger.cli", "serve", "--host", HOST, "--port", str(port)],
+            [sys.executable, "-m", "service.cli", "serve", "--host", HOST, "--port", str(port)],
             cwd=ROOT,
             env=server_env(database_url, tokens=tokens, publisher=publisher, extra=extra_env),
             stdin=subprocess.DEVNULL,

@@ -1,10 +1,11 @@
-"""Application recorders that also write the identity index in the events' transaction.
+"""The PostgreSQL application recorder that also writes the identity index in the events'
+transaction, and streams a batch's chunks down one pipelined transaction (ADR 0011).
 
-The index maps (window_id, identity) -> (payload hash, state, offset). It is what makes a
-verdict one query instead of a replay, and it is derivable from the windows' histories.
-`Application.save(window, index_changes=[...])` passes those rows down to the recorder (SQLite:
-`_insert_events`; PostgreSQL: `_insert_stored_events`), so events and index commit or roll back
-together.
+The index maps identity -> (window, payload hash, state, offset). It is what makes a verdict one
+query instead of a replay, and it is derivable from the windows' histories.
+`Application.save(window, index_changes=[...])` passes those rows down to
+`_insert_stored_events`, so events and index commit or roll back together. The only module that
+touches the library's internals (`_lock_table`, `_notify_channel`, its connection handling).
 """
 
 from __future__ import annotations
@@ -12,70 +13,23 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
-from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 from psycopg import Connection, Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier, Literal
 
 from ledger.infrastructure import pgarrays
 from ledger.infrastructure.pgarrays import ByteaArray, Int8Array, TextArray
+from ledger.ports import Chunk, IndexChange
 from ledger.verdicts import IdentityState, Known
 
 LOOKUP_CHUNK = 500
 _BEGIN = SQL("BEGIN")
 _COMMIT = SQL("COMMIT")
-
-
-class IndexChange(NamedTuple):
-    """The identity's state after the batch; state None removes it (back to ABSENT)."""
-
-    window_id: str
-    identity: str
-    payload_hash: str
-    state: IdentityState | None
-    offset: int | None
-    # The index had no row for it when the command read the index: a plain INSERT (cheaper
-    # than an upsert; a row another writer added meanwhile fails it, and the command re-runs).
-    new: bool = False
-
-
-class IdentityIndex(Protocol):
-    def lookup_identities(self, window_id: str, identities: Iterable[str]) -> dict[str, Known]: ...
-
-    def catch_up_and_look_up(
-        self,
-        originator_id: UUID,
-        after_version: int,
-        window_id: str,
-        identities: Iterable[str],
-        meanwhile: Callable[[], None] = lambda: None,
-    ) -> tuple[Sequence[StoredEvent], dict[str, Known]]:
-        """The window's events after `after_version`, then the identities' states: read in
-        that order (the index never older than the events), in one round trip where the
-        database allows. `meanwhile` runs while the database answers."""
-        ...
-
-    def count_identities(self, window_id: str) -> dict[str, int]: ...
-
-
-# Events made by one part of a command, and the index rows that part changed.
-Chunk = tuple[Sequence[StoredEvent], Sequence[IndexChange]]
-
-
-class StreamingRecorder(Protocol):
-    def insert_event_stream(self, chunks: Iterable[Chunk]) -> None:
-        """Record every chunk's events and index changes, in order, in one transaction.
-
-        The chunks are made while the transaction runs (a generator doing the domain work), so
-        a recorder may send each one to the database before the next is made. A later chunk's
-        change of an identity overrides an earlier one's.
-        """
-        ...
 
 
 def _identity_keys(identities: Iterable[str]) -> ByteaArray:
@@ -92,93 +46,6 @@ def _identity_keys(identities: Iterable[str]) -> ByteaArray:
 
 def _known(payload_hash: str, state: str, offset: int | None) -> Known:
     return Known(IdentityState(state), payload_hash, offset)
-
-
-class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
-    index_table = "identity_index"
-
-    def construct_create_table_statements(self) -> list[str]:
-        statements = super().construct_create_table_statements()
-        statements.append(
-            f"CREATE TABLE IF NOT EXISTS {self.index_table} ("
-            "window_id TEXT NOT NULL, identity TEXT NOT NULL, payload_hash TEXT NOT NULL, "
-            "state TEXT NOT NULL, bus_offset INTEGER, "
-            "PRIMARY KEY (window_id, identity)) WITHOUT ROWID"
-        )
-        return statements
-
-    def _insert_events(
-        self,
-        c: SQLiteCursor,
-        stored_events: Sequence[StoredEvent],
-        *,
-        index_changes: Sequence[IndexChange] = (),
-        **kwargs: Any,
-    ) -> Sequence[int] | None:
-        ids = super()._insert_events(c, stored_events, **kwargs)
-        upserts = [
-            (ch.window_id, ch.identity, ch.payload_hash, ch.state.value, ch.offset)
-            for ch in index_changes
-            if ch.state is not None
-        ]
-        if upserts:
-            c.executemany(
-                f"INSERT INTO {self.index_table} VALUES (?,?,?,?,?) "
-                "ON CONFLICT (window_id, identity) DO UPDATE SET "
-                "payload_hash=excluded.payload_hash, state=excluded.state, "
-                "bus_offset=excluded.bus_offset",
-                upserts,
-            )
-        deletes = [(ch.window_id, ch.identity) for ch in index_changes if ch.state is None]
-        if deletes:
-            c.executemany(
-                f"DELETE FROM {self.index_table} WHERE window_id=? AND identity=?", deletes
-            )
-        return ids
-
-    def insert_event_stream(self, chunks: Iterable[Chunk]) -> None:
-        # SQLite is in-process: nothing to overlap with, so it is one ordinary insert.
-        stored_events: list[StoredEvent] = []
-        changes: dict[str, IndexChange] = {}
-        for events, chunk_changes in chunks:
-            stored_events.extend(events)
-            changes.update((ch.identity, ch) for ch in chunk_changes)
-        self.insert_events(stored_events, index_changes=list(changes.values()))
-
-    def catch_up_and_look_up(
-        self,
-        originator_id: UUID,
-        after_version: int,
-        window_id: str,
-        identities: Iterable[str],
-        meanwhile: Callable[[], None] = lambda: None,
-    ) -> tuple[Sequence[StoredEvent], dict[str, Known]]:
-        meanwhile()
-        newer = self.select_events(originator_id, gt=after_version)
-        return newer, self.lookup_identities(window_id, identities)
-
-    def lookup_identities(self, window_id: str, identities: Iterable[str]) -> dict[str, Known]:
-        wanted = list(dict.fromkeys(identities))
-        found: dict[str, Known] = {}
-        with self.datastore.transaction(commit=False) as c:
-            for start in range(0, len(wanted), LOOKUP_CHUNK):
-                chunk = wanted[start : start + LOOKUP_CHUNK]
-                c.execute(
-                    f"SELECT identity, payload_hash, state, bus_offset FROM {self.index_table} "
-                    f"WHERE window_id=? AND identity IN ({','.join('?' * len(chunk))})",
-                    [window_id, *chunk],
-                )
-                for row in c.fetchall():
-                    found[row[0]] = _known(row[1], row[2], row[3])
-        return found
-
-    def count_identities(self, window_id: str) -> dict[str, int]:
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(
-                f"SELECT state, COUNT(*) FROM {self.index_table} WHERE window_id=? GROUP BY state",
-                (window_id,),
-            )
-            return {row[0]: row[1] for row in c.fetchall()}
 
 
 class LedgerPostgresRecorder(PostgresApplicationRecorder):

@@ -81,6 +81,9 @@ class Settings:
             # Cache windows without deep copies: commands stay O(batch), not O(history).
             "AGGREGATE_CACHE_MAXSIZE": str(self.aggregate_cache_size),
             "DEEPCOPY_FROM_AGGREGATE_CACHE": "n",
+            # Stored state as plain JSON, mapped without the library's per-event overheads.
+            "TRANSCODER_TOPIC": "ledger.infrastructure.transcoder:JSONStateTranscoder",
+            "MAPPER_TOPIC": "ledger.infrastructure.transcoder:LedgerMapper",
         }
         if self.is_sqlite:
             path = self.sqlite_path
@@ -89,7 +92,7 @@ class Settings:
                 PERSISTENCE_MODULE="eventsourcing.sqlite",
                 SQLITE_DBNAME=str(path),
                 SQLITE_LOCK_TIMEOUT="30",
-                APPLICATION_RECORDER_TOPIC="ledger.infrastructure.recorders:LedgerSQLiteRecorder",
+                APPLICATION_RECORDER_TOPIC="ledger.infrastructure.sqlite:LedgerSQLiteRecorder",
             )
         elif self.database_url.startswith(("postgresql://", "postgres://")):
             parts = urlsplit(self.database_url)
@@ -105,7 +108,7 @@ class Settings:
                 POSTGRES_POOL_SIZE="4",
                 POSTGRES_MAX_OVERFLOW="8",
                 POSTGRES_LOCK_TIMEOUT="30",
-                APPLICATION_RECORDER_TOPIC="ledger.infrastructure.recorders:LedgerPostgresRecorder",
+                APPLICATION_RECORDER_TOPIC="ledger.infrastructure.postgres:LedgerPostgresRecorder",
             )
         else:
             raise SettingsError(

@@ -1,6 +1,8 @@
-"""The composition root of the ledger: write side, read side and publisher from settings.
+"""The composition root: everything the service runs, built from settings.
 
-The HTTP app and the command line both build their parts here; nothing connects at import.
+The only code that knows both sides: the write side (ledger, publisher, recorders chosen by
+topic), the read side (store, runner, read models) and the facade the HTTP app and the command
+line use. Nothing connects at import.
 """
 
 from __future__ import annotations
@@ -9,14 +11,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ledger.application import Ledger
-from ledger.errors import WindowNotFound
-from ledger.publishing import EmbeddedPublisher, Publisher
-from ledger.settings import Settings, SettingsError
+from ledger.application import Ledger, Verification
+from ledger.errors import StorageUnavailable, WindowNotFound
+from ledger.infrastructure import fastjson
+from ledger.infrastructure.embedded import EmbeddedPublisher
+from ledger.ports import Publisher
+from projections.follower import ProjectionRunner
 from projections.migrate import ensure_schema
 from projections.queries import ReadModels
-from projections.runner import ProjectionRunner
 from projections.store import ReadStore, create_read_store
+from service.settings import Settings, SettingsError
 
 CLOSE_WAIT_SECONDS = 10.0
 
@@ -42,7 +46,15 @@ def build_publisher(settings: Settings) -> Publisher:
 
 
 def build_ledger(settings: Settings, publisher: Publisher | None = None) -> Ledger:
+    # The JCS fast path (a port of the stdlib-only `ledger.jcs`): installed before any hashing.
+    fastjson.install()
     return Ledger(settings.eventsourcing_env(), publisher or build_publisher(settings))
+
+
+def build_read_store(settings: Settings) -> ReadStore:
+    if settings.is_sqlite:
+        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    return create_read_store(settings.database_url)
 
 
 @dataclass
@@ -92,6 +104,17 @@ class Services:
             raise WindowNotFound(f"no window {window_id!r}")
         return found
 
+    def verify(self, window_id: str) -> Verification:
+        return self.ledger.verify(window_id)
+
+    def health(self) -> None:
+        """Raise StorageUnavailable unless both the read models and the events answer."""
+        try:
+            self.read.ping()
+            self.ledger.recorder.max_notification_id()
+        except Exception as exc:
+            raise StorageUnavailable(f"storage is unreachable: {type(exc).__name__}") from None
+
     def close(self) -> None:
         if self.following:
             self.runner.stop()
@@ -101,9 +124,10 @@ class Services:
 
 
 def build_services(settings: Settings, publisher: Publisher | None = None) -> Services:
-    store = create_read_store(settings)
-    # The embedded default migrates itself; a shared PostgreSQL is migrated on purpose.
-    ensure_schema(store, upgrade=settings.is_sqlite)
+    store = build_read_store(settings)
+    # An empty database gets the schema (nothing to protect there) and the embedded default
+    # migrates itself; a shared PostgreSQL at an older revision is migrated on purpose.
+    ensure_schema(store, upgrade_older=settings.is_sqlite)
     ledger = build_ledger(settings, publisher)
     runner = ProjectionRunner(ledger.recorder, ledger.mapper.transcoder, store)
     return Services(settings, ledger, store, runner, ReadModels(store))

@@ -1,6 +1,6 @@
 """The run-window aggregate and its append-only events.
 
-Imports only the standard library and `eventsourcing.domain` (plus the stdlib-only JCS module).
+Imports only the standard library and `eventsourcing.domain` (through the project's base).
 The window's state is small and fixed in size whatever the number of admissions: counters, the
 pending-unknown identities, offset ranges, the chain head. The identity index lives outside, in
 a table written in the same transaction as the events.
@@ -8,70 +8,22 @@ a table written in the same transaction as the events.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
-from hashlib import sha256
 from typing import Any, ClassVar, NamedTuple
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from eventsourcing.domain import Aggregate, OriginatorIDError, OriginatorVersionError
+from eventsourcing.domain import Aggregate
 
+from ledger.domain.base import ChainedAggregate, own_fields
+from ledger.domain.chain import GENESIS_DIGEST, format_recorded_at
 from ledger.errors import PublishUnknownPending, WindowClosed
-from ledger.jcs import MAX_SAFE_INTEGER, Canonical, canonical_string, canonicalize
+from ledger.jcs import MAX_SAFE_INTEGER, canonical_string, canonicalize
 
-GENESIS_DIGEST = "0" * 64
-_ZERO = timedelta(0)
 _WINDOW_NAMESPACE = uuid5(NAMESPACE_URL, "urn:admission-ledger:window")
-
-# Event attributes that are bookkeeping, not the event's own data ("fields" in the contract).
-META_KEYS = frozenset(
-    {
-        "originator_id",
-        "originator_version",
-        "timestamp",
-        "prev_digest",
-        "digest",
-        "originator_topic",
-        "class_version",
-    }
-)
 
 
 def window_uuid(window_id: str) -> UUID:
     """Aggregate id of a window: deterministic, so every process finds the same aggregate."""
     return uuid5(_WINDOW_NAMESPACE, window_id)
-
-
-def format_recorded_at(timestamp: datetime) -> str:
-    """YYYY-MM-DDTHH:MM:SS.ffffffZ, always with microseconds."""
-    utc = timestamp if timestamp.utcoffset() == _ZERO else timestamp.astimezone(UTC)
-    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-
-
-def chain_digest(
-    prev_digest: str, version: int, type_name: str, recorded_at: str, fields: dict[str, Any]
-) -> str:
-    """digest = sha256(prev_digest + JCS({version, type, recorded_at, fields})) (contract s.2).
-
-    The envelope is written by hand around the canonical fields: its keys are already in
-    RFC 8785 order, and `recorded_at` and `type` are ASCII text that needs no escaping (the
-    tests hold this to the `rfc8785` package). `fields` may hold `Canonical` leaves.
-    """
-    return chain_digest_of(prev_digest, version, type_name, recorded_at, canonicalize(fields))
-
-
-def chain_digest_of(
-    prev_digest: str, version: int, type_name: str, recorded_at: str, canonical_fields: bytes
-) -> str:
-    """`chain_digest` with the fields given by their canonical bytes."""
-    digest = sha256(f'{prev_digest}{{"fields":'.encode("ascii"))
-    digest.update(canonical_fields)
-    digest.update(
-        f',"recorded_at":"{recorded_at}","type":"{type_name}","version":{version}}}'.encode("ascii")
-    )
-    return digest.hexdigest()
 
 
 class AdmittedForm(NamedTuple):
@@ -83,66 +35,17 @@ class AdmittedForm(NamedTuple):
     tail: bytes
 
 
-# Per event class: its own data fields as (name, default, default_factory).
-_DATA_FIELDS: dict[type[Any], tuple[tuple[str, Any, Any], ...]] = {}
-
-
-def _data_fields(event_class: type[Any]) -> tuple[tuple[str, Any, Any], ...]:
-    found = _DATA_FIELDS.get(event_class)
-    if found is None:
-        found = tuple(
-            (f.name, f.default, f.default_factory)
-            for f in dataclasses.fields(event_class)
-            if f.name not in META_KEYS
-        )
-        _DATA_FIELDS[event_class] = found
-    return found
-
-
-def _own_fields(event_class: type[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The event's own data: every field, from `kwargs` or its default."""
-    own: dict[str, Any] = {}
-    given = 0
-    for name, default, default_factory in _data_fields(event_class):
-        if name in kwargs:
-            own[name] = kwargs[name]
-            given += 1
-        elif default is not dataclasses.MISSING:
-            own[name] = default
-        elif default_factory is not dataclasses.MISSING:
-            own[name] = default_factory()
-    if given != len(kwargs):
-        unknown = sorted(kwargs.keys() - own.keys())
-        raise TypeError(f"{event_class.__name__} has no fields {unknown}")
-    return own
-
-
 def _bounds(current: list[int] | None, value: int) -> list[int]:
     if current is None:
         return [value, value]
     return [min(current[0], value), max(current[1], value)]
 
 
-class Window(Aggregate):
+class Window(ChainedAggregate):
     """One run window. OPEN until closed; a CLOSED window never reopens."""
 
-    class Event(Aggregate.Event):
-        prev_digest: str
-        digest: str
-
-        def mutate(self, aggregate: Any) -> Any:
-            # The library's checks and bookkeeping, inline (this runs once per admission), and
-            # the chain head, which every event moves, so a replayed window has it too.
-            if self.originator_id is not aggregate.id and self.originator_id != aggregate.id:
-                raise OriginatorIDError(self.originator_id, aggregate.id)
-            next_version = aggregate.version + 1
-            if self.originator_version != next_version:
-                raise OriginatorVersionError(self.originator_version, next_version)
-            self.apply(aggregate)
-            aggregate.version = self.originator_version
-            aggregate.modified_on = self.timestamp
-            aggregate.chain_head = self.digest
-            return aggregate
+    class Event(ChainedAggregate.Event):
+        """Every event of a window."""
 
     class WindowOpened(Event, Aggregate.Created):
         window_id: str
@@ -233,10 +136,6 @@ class Window(Aggregate):
             window.closed_at = format_recorded_at(self.timestamp)
             window.summary = self.summary
 
-    # --- construction -------------------------------------------------------------------
-
-    chain_head: str  # set by every event's mutate()
-
     def __init__(self, window_id: str) -> None:
         self.window_id = window_id
         self.status = "OPEN"
@@ -258,92 +157,9 @@ class Window(Aggregate):
             cls.WindowOpened,
             GENESIS_DIGEST,
             1,
-            _own_fields(cls.WindowOpened, {"window_id": window_id}),
+            own_fields(cls.WindowOpened, {"window_id": window_id}),
         )
         return cls._create(cls.WindowOpened, id=window_uuid(window_id), **kwargs)
-
-    @staticmethod
-    def _chained(
-        event_class: type[Any],
-        prev_digest: str,
-        version: int,
-        fields: dict[str, Any],
-        moment: tuple[datetime, str] | None = None,
-        canonical: dict[str, bytes] | None = None,
-        canonical_fields: bytes | None = None,
-    ) -> dict[str, Any]:
-        """`fields` plus the event's timestamp and chain links (added to `fields` itself).
-
-        `canonical`: some fields by their canonical bytes; `canonical_fields`: all of them."""
-        if moment is None:
-            timestamp = event_class.create_timestamp()
-            recorded_at = format_recorded_at(timestamp)
-        else:
-            timestamp, recorded_at = moment
-        if canonical_fields is None:
-            hashed = fields
-            if canonical:
-                hashed = fields.copy()
-                for name, data in canonical.items():
-                    hashed[name] = Canonical(data)
-            canonical_fields = canonicalize(hashed)
-        digest = chain_digest_of(
-            prev_digest, version, event_class.__name__, recorded_at, canonical_fields
-        )
-        fields["timestamp"] = timestamp
-        fields["prev_digest"] = prev_digest
-        fields["digest"] = digest
-        return fields
-
-    def trigger_event(self, event_class: type[Any], **kwargs: Any) -> None:
-        """Make, apply and hold the next event (its fields from `kwargs` and their defaults)."""
-        self._trigger(event_class, _own_fields(event_class, kwargs))
-
-    def _trigger(
-        self,
-        event_class: type[Any],
-        fields: dict[str, Any],
-        canonical: dict[str, bytes] | None = None,
-        canonical_fields: bytes | None = None,
-    ) -> None:
-        """`trigger_event` for a command that gives every field of the event itself.
-
-        `canonical`: some fields by their canonical bytes, `canonical_fields`: all of them (the
-        caller vouches they are the canonical form of those fields), so the chain does not
-        encode them again."""
-        # Every event links to the one before: the digest is fixed when the event is made.
-        version = self.version + 1
-        state = self._chained(
-            event_class,
-            self.chain_head,
-            version,
-            fields,
-            self._moment,
-            canonical,
-            canonical_fields,
-        )
-        state["originator_id"] = self.id
-        state["originator_version"] = version
-        # Built as eventsourcing's mapper rebuilds stored events (a frozen dataclass __init__
-        # costs a setattr per field, on the hot path); every field is set, defaults included.
-        event = object.__new__(event_class)
-        object.__setattr__(event, "__dict__", state)
-        event.mutate(self)
-        self.pending_events.append(event)
-
-    # Set while one command records several events: they are saved in one transaction, so
-    # they share one recorded time (and the clock is read and formatted once).
-    _moment: tuple[datetime, str] | None = None
-
-    @contextmanager
-    def one_moment(self) -> Iterator[None]:
-        """Events triggered inside share one timestamp."""
-        timestamp = self.Event.create_timestamp()
-        self._moment = (timestamp, format_recorded_at(timestamp))
-        try:
-            yield
-        finally:
-            del self._moment
 
     # --- state helpers ------------------------------------------------------------------
 

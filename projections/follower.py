@@ -11,43 +11,24 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import Any
 
-import msgspec
 from eventsourcing.persistence import ApplicationRecorder, Notification, Transcoder
-from eventsourcing.utils import resolve_topic
-from sqlalchemy import Connection, MetaData, Table, delete, insert, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, select, update
 
-from ledger.domain import META_KEYS, format_recorded_at
 from projections.admitted import AdmittedProjection
-from projections.base import ProjectedEvent, Projection
+from projections.base import Projection
+from projections.decoding import EventDecoder
 from projections.quarantine import QuarantineProjection
+from projections.rebuild import rebuild
 from projections.receipts import ReceiptsProjection
 from projections.store import ReadStore
-from projections.tables import tracking, window_names
+from projections.tables import tracking
+from projections.upsert import insert_ignoring_conflicts
 
 log = logging.getLogger(__name__)
 
 PAGE = 1000
-REBUILD_COMMIT_SECONDS = 0.25
-NEXT = "__next"
-
-
-def _insert_ignoring_conflicts(conn: Connection, table: Table) -> Any:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table).on_conflict_do_nothing()
-
-
-_decode_state = msgspec.json.Decoder().decode
-
-
-def _recorded_at(stamp: str) -> str:
-    """The contract's recorded_at from the stored timestamp text, parsing only when needed."""
-    if len(stamp) == 27 and stamp[-1] == "Z":  # already YYYY-MM-DDTHH:MM:SS.ffffffZ
-        return stamp
-    return format_recorded_at(datetime.fromisoformat(stamp))
 
 
 class PositionMoved(Exception):
@@ -75,8 +56,7 @@ class ProjectionRunner:
         self.projections = list(projections or all_projections())
         self.page = page
         self.poll_interval = poll_interval
-        self._names: dict[str, str] = {}  # window uuid -> window_id
-        self._type_names: dict[str, str] = {}
+        self.decoder = EventDecoder()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -102,17 +82,17 @@ class ProjectionRunner:
             for name, position in self.positions().items()
         ]
 
-    def _ensure_tracking(self, names: Sequence[str]) -> None:
+    def ensure_tracking(self, names: Sequence[str]) -> None:
         """Tracking rows exist before anyone claims them, so a claim is always one
         compare-and-set UPDATE (two runners inserting the same row would collide instead)."""
         with self.store.writer.begin() as conn:
             conn.execute(
-                _insert_ignoring_conflicts(conn, tracking),
+                insert_ignoring_conflicts(conn, tracking),
                 [{"name": name, "position": 0} for name in names],
             )
 
     @staticmethod
-    def _claim(conn: Connection, name: str, old: int, new: int) -> None:
+    def claim(conn: Connection, name: str, old: int, new: int) -> None:
         moved = conn.execute(
             update(tracking)
             .where(tracking.c.name == name, tracking.c.position == old)
@@ -123,62 +103,19 @@ class ProjectionRunner:
 
     # --- reading the log ----------------------------------------------------------------
 
-    def _read(self, after: int, limit: int) -> list[Notification]:
+    def read(self, after: int, limit: int) -> list[Notification]:
         return list(self.recorder.select_notifications(after, limit, inclusive_of_start=False))
-
-    def _decode(self, conn: Connection, notifications: list[Notification]) -> list[ProjectedEvent]:
-        keys = [str(n.originator_id) for n in notifications]
-        # Plain JSON, not the transcoder: projections want the stored text of the timestamp.
-        states = [_decode_state(n.state) for n in notifications]
-        opened = []
-        for n, key, state in zip(notifications, keys, states, strict=True):
-            if n.originator_version == 1 and "window_id" in state:
-                if key not in self._names:
-                    opened.append({"window_uuid": key, "window_id": state["window_id"]})
-                self._names[key] = state["window_id"]
-        if opened:
-            conn.execute(_insert_ignoring_conflicts(conn, window_names), opened)
-        missing = set(keys) - self._names.keys()
-        if missing:
-            for row in conn.execute(
-                select(window_names).where(window_names.c.window_uuid.in_(missing))
-            ):
-                self._names[row.window_uuid] = row.window_id
-        events = []
-        for n, key, state in zip(notifications, keys, states, strict=True):
-            stamp = state.pop("timestamp")
-            digest = state["digest"]
-            for meta in META_KEYS.intersection(state):
-                del state[meta]
-            events.append(
-                ProjectedEvent(
-                    n.id,
-                    self._names[key],
-                    n.originator_version,
-                    self._type_name(n.topic),
-                    _recorded_at(stamp),
-                    state,
-                    digest,
-                )
-            )
-        return events
-
-    def _type_name(self, topic: str) -> str:
-        name = self._type_names.get(topic)
-        if name is None:
-            name = self._type_names[topic] = resolve_topic(topic).__name__
-        return name
 
     # --- applying -----------------------------------------------------------------------
 
     def step(self) -> int:
         """Apply the next page of the log to every projection behind it; return its size."""
         if not self._tracking_ready:
-            self._ensure_tracking([p.name for p in self.projections])
+            self.ensure_tracking([p.name for p in self.projections])
             self._tracking_ready = True
         positions = self.positions()
         start = min(positions.values())
-        notifications = self._read(start, self.page)
+        notifications = self.read(start, self.page)
         if not notifications:
             return 0
         last = notifications[-1].id
@@ -188,8 +125,8 @@ class ProjectionRunner:
                 # Claim first: every writer takes the tracking rows before anything else, in
                 # the same order, so runners and the rebuild's switch cannot deadlock.
                 for projection in behind:
-                    self._claim(conn, projection.name, positions[projection.name], last)
-                events = self._decode(conn, notifications)
+                    self.claim(conn, projection.name, positions[projection.name], last)
+                events = self.decoder.decode(conn, notifications)
                 for projection in behind:
                     mine = [e for e in events if e.position > positions[projection.name]]
                     projection.apply(conn, mine, {t.name: t for t in projection.tables()})
@@ -279,86 +216,5 @@ class ProjectionRunner:
     def rebuild(
         self, name: str | None = None, progress: Callable[[int], None] | None = None
     ) -> None:
-        """Rebuild beside the live tables, then switch in one transaction; reads never stop.
-
-        Several projections are rebuilt in one pass over the log (read and decoded once)."""
-        targets = [p for p in self.projections if name is None or p.name == name]
-        if not targets:
-            raise ValueError(f"no projection named {name!r}")
-        self._ensure_tracking([p.name for p in targets])
-        shadows = {p.name: self._create_shadow(p) for p in targets}
-        position = 0
-        while True:
-            # A rebuild restarts from nothing if it dies, so committing every page buys
-            # nothing; commit every REBUILD_COMMIT_SECONDS so the ledger's writers get turns.
-            with self.store.writer.begin() as conn:
-                start, started = position, time.monotonic()
-                while time.monotonic() - started < REBUILD_COMMIT_SECONDS:
-                    notifications = self._read(position, self.page)
-                    if not notifications:
-                        break
-                    events = self._decode(conn, notifications)
-                    for projection in targets:
-                        projection.apply(conn, events, shadows[projection.name])
-                    position = events[-1].position
-                    if progress:
-                        progress(len(events))
-                if position == start:
-                    break
-                for projection in targets:
-                    self._claim(conn, projection.name + NEXT, start, position)
-        for projection in targets:
-            self._switch(projection, shadows[projection.name], position, progress)
-
-    def _create_shadow(self, projection: Projection) -> dict[str, Table]:
-        shadow_meta = MetaData()
-        shadow = {
-            t.name: t.to_metadata(shadow_meta, name=t.name + NEXT) for t in projection.tables()
-        }
-        for table in shadow.values():
-            table.indexes.clear()  # bulk-load without secondary indexes; made at the switch
-        next_name = projection.name + NEXT
-        with self.store.writer.begin() as conn:
-            shadow_meta.drop_all(conn)
-            shadow_meta.create_all(conn)
-            conn.execute(delete(tracking).where(tracking.c.name == next_name))
-            conn.execute(insert(tracking).values(name=next_name, position=0))
-        return shadow
-
-    def _switch(
-        self,
-        projection: Projection,
-        shadow: dict[str, Table],
-        position: int,
-        progress: Callable[[int], None] | None,
-    ) -> None:
-        with self.store.writer.begin() as conn:
-            # Lock the live row first (runners claim it first too): a follower's next claim
-            # waits for the switch, then finds the position moved and re-reads.
-            conn.execute(
-                select(tracking.c.position)
-                .where(tracking.c.name == projection.name)
-                .with_for_update()
-            )
-            while notifications := self._read(position, self.page):
-                events = self._decode(conn, notifications)
-                projection.apply(conn, events, shadow)
-                position = events[-1].position
-                if progress:
-                    progress(len(events))
-            for table in projection.tables():
-                conn.execute(text(f'DROP TABLE IF EXISTS "{table.name}"'))
-                conn.execute(text(f'ALTER TABLE "{table.name}{NEXT}" RENAME TO "{table.name}"'))
-                if conn.dialect.name == "postgresql":
-                    conn.execute(
-                        text(
-                            f'ALTER TABLE "{table.name}" RENAME CONSTRAINT '
-                            f'"{table.name}{NEXT}_pkey" TO "{table.name}_pkey"'
-                        )
-                    )
-                for index in table.indexes:
-                    index.create(conn)
-            conn.execute(
-                update(tracking).where(tracking.c.name == projection.name).values(position=position)
-            )
-            conn.execute(delete(tracking).where(tracking.c.name == projection.name + NEXT))
+        """Rebuild one or all read models beside the live tables (see `projections.rebuild`)."""
+        rebuild(self, name, progress)

@@ -1,0 +1,157 @@
+"""The ledger's application service: the commands admit, close and reconcile, and the write
+side's reads (history, verify, receipt, gate).
+
+Thin commands in the eventsourcing style: get the window, call its methods, save. The work of
+each lives in its own module (admitting, reconciliation, history); running a command on one
+window (lock, re-runs, cache) is the unit of work's. Infrastructure is chosen by the
+composition root through the library's environment (recorder, transcoder and mapper topics).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, cast
+from uuid import UUID
+
+from eventsourcing.application import Application
+
+from ledger.admissions import Admission
+from ledger.application.admitting import Admitting
+from ledger.application.history import HISTORY_PAGE, HistoryReader
+from ledger.application.reconciliation import adopt_from_bus, republish_pending
+from ledger.application.results import AdmissionResult, Verification
+from ledger.application.unit_of_work import WindowUnitOfWork
+from ledger.domain import Window, window_uuid
+from ledger.errors import BusLedgerMismatch
+from ledger.gate import chain_broken, judge
+from ledger.ports import IdentityIndex, IndexChange, InspectableBus, Publisher, StreamingRecorder
+from ledger.receipts import receipt_json
+
+
+class Ledger(Application[UUID]):
+    name = "ledger"
+
+    def __init__(self, env: dict[str, str], publisher: Publisher) -> None:
+        super().__init__(env)
+        self.publisher = publisher
+        self.index = cast(IdentityIndex, self.recorder)
+        self.uow = WindowUnitOfWork(self.repository)
+        self.reader = HistoryReader(self.recorder, self.mapper.transcoder)
+        self._admitting = Admitting(
+            self.uow,
+            self.repository,
+            self.mapper,
+            cast(StreamingRecorder, self.recorder),
+            self.index,
+            publisher,
+        )
+
+    # --- commands -----------------------------------------------------------------------
+
+    def admit(self, window_id: str, admissions: Sequence[Admission]) -> list[AdmissionResult]:
+        """Judge a whole batch in order and record it in one transaction (contract s.3)."""
+        return self.uow.run(window_id, lambda: self._admitting.admit_once(window_id, admissions))
+
+    def close_window(self, window_id: str) -> dict[str, Any]:
+        """Close the window (refused while anything is UNKNOWN); closing again records nothing."""
+
+        def command() -> dict[str, Any]:
+            window = self.uow.window(window_id)
+            if window.is_closed:
+                return self.receipt(window_id)
+            if window.pending:  # refuse before paying for the chain check
+                window.close()
+            if isinstance(self.publisher, InspectableBus):
+                on_bus = self.publisher.count(window_id)
+                if on_bus != window.admitted:
+                    raise BusLedgerMismatch(window_id, on_bus, window.admitted)
+            check = self.verify(window_id)
+            intact = check.ok and check.head == window.chain_head
+            window.close(chain_verified=intact, first_bad_version=check.first_bad_version)
+            self.save(window)
+            # The chain was just verified: no second pass over the history for the gate.
+            problems = [] if intact else [chain_broken(check.first_bad_version)]
+            return self._receipt(
+                window, judge(closed=True, pending_unknown=0, problems=problems)[0]
+            )
+
+        return self.uow.run(window_id, command)
+
+    def reconcile(self, window_id: str) -> dict[str, Any]:
+        """Resolve the window against the bus (see `ledger.application.reconciliation`)."""
+
+        def command() -> dict[str, Any]:
+            window = self.uow.window(window_id)
+            if window.is_closed:
+                return {"reconciled": [], "still_unknown": [], "adopted": [], "unadoptable": []}
+            changes: list[IndexChange] = []
+            reconciled, still_unknown = republish_pending(
+                window, self.publisher, self.reader, changes
+            )
+            adopted, unadoptable = adopt_from_bus(window, self.publisher, self.index, changes)
+            if changes:
+                self.save(window, index_changes=changes)
+            return {
+                "reconciled": reconciled,
+                "still_unknown": still_unknown,
+                "adopted": adopted,
+                "unadoptable": unadoptable,
+            }
+
+        return self.uow.run(window_id, command)
+
+    # --- reads of the write side --------------------------------------------------------
+
+    def has_window(self, window_id: str) -> bool:
+        """Whether the window exists (one indexed read; the cache is not touched)."""
+        return bool(self.recorder.select_events(window_uuid(window_id), limit=1))
+
+    def get_window(self, window_id: str) -> Window:
+        """A copy of the window for readers (see `WindowUnitOfWork.snapshot`)."""
+        return self.uow.snapshot(window_id)
+
+    def history(
+        self, window_id: str, *, after: int = 0, limit: int = HISTORY_PAGE
+    ) -> list[dict[str, Any]]:
+        return self.reader.history(window_id, after=after, limit=limit)
+
+    def iter_history(self, window_id: str) -> Iterator[dict[str, Any]]:
+        return self.reader.iter_history(window_id)
+
+    def verify(self, window_id: str) -> Verification:
+        return self.reader.verify(window_id)
+
+    def receipt(self, window_id: str) -> dict[str, Any]:
+        window = self.get_window(window_id)
+        return self._receipt(window, self.gate(window_id, window)["status"])
+
+    @staticmethod
+    def _receipt(window: Window, gate: str) -> dict[str, Any]:
+        return receipt_json(
+            window_id=window.window_id,
+            status=window.status,
+            gate=gate,
+            counts=window.counts(),
+            bus_offsets=window.bus_offset_range(),
+            source_offsets=window.source_offset_ranges(),
+            opened_at=window.opened_at,
+            closed_at=window.closed_at,
+            events=window.version,
+            chain_head=window.chain_head,
+        )
+
+    def gate(self, window_id: str, window: Window | None = None) -> dict[str, Any]:
+        """The gate as the write side sees it: the chain is recomputed for a closed window."""
+        window = window or self.get_window(window_id)
+        problems: list[str] = []
+        if window.is_closed:
+            verification = self.verify(window_id)
+            if not verification.ok:
+                problems.append(chain_broken(verification.first_bad_version))
+        status, reasons = judge(
+            closed=window.is_closed, pending_unknown=len(window.pending), problems=problems
+        )
+        return {"window_id": window_id, "status": status, "reasons": reasons}
+
+
+__all__ = ["Ledger"]

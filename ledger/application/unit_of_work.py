@@ -1,0 +1,115 @@
+"""Running one command on one window: the window's lock, re-runs on conflicts, the cache.
+
+eventsourcing is sync: callers in an event loop run commands in a thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from copy import deepcopy
+from typing import TypeVar, cast
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Repository
+from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
+
+from ledger.domain import Window, window_uuid
+from ledger.errors import Contention, LedgerError, WindowNotFound
+
+MAX_ATTEMPTS = 20
+TRANSIENT_ATTEMPTS = 10  # as eventsourcing's own insert retries
+TRANSIENT_WAIT_SECONDS = 0.2
+_LOCK_STRIPES = 64
+
+T = TypeVar("T")
+
+
+class StaleWindow(Exception):
+    """Another process moved the window on between our reads: re-run the command."""
+
+
+class WindowUnitOfWork:
+    def __init__(self, repository: Repository[UUID]) -> None:
+        self.repository = repository
+        # One writer per window in this process; other processes are caught by version
+        # conflicts. Striped, so memory stays bounded however many windows there are.
+        self._locks = [threading.RLock() for _ in range(_LOCK_STRIPES)]
+
+    def lock(self, window_id: str) -> threading.RLock:
+        return self._locks[hash(window_id) % _LOCK_STRIPES]
+
+    def find(self, window_id: str) -> Window | None:
+        try:
+            window: Window = self.repository.get(window_uuid(window_id))
+        except AggregateNotFoundError:
+            return None
+        return window
+
+    def window(self, window_id: str) -> Window:
+        """The cached window itself: only for commands, which hold the window's lock."""
+        window = self.find(window_id)
+        if window is None:
+            raise WindowNotFound(f"no window {window_id!r}")
+        return window
+
+    def cached(self, window_id: str) -> Window | None:
+        """The cached window, if the cache holds it (nothing is read from storage)."""
+        if self.repository.cache is None:
+            return None
+        with contextlib.suppress(KeyError):
+            return cast("Window", self.repository.cache.get(window_uuid(window_id)))
+        return None
+
+    def snapshot(self, window_id: str) -> Window:
+        """A copy for readers. The cache hands out the live object (no deep copy), and a read
+        that fast-forwarded it in the middle of another thread's command would let that command
+        append on top of a version it never judged against: so take the lock, copy."""
+        with self.lock(window_id):
+            return deepcopy(self.window(window_id))
+
+    def evict(self, window_id: str, *, only_if_dirty: bool = False) -> None:
+        # The cache hands out the object itself (no deep copy): a failed command must not
+        # leave its rejected events in it. A refusal that changed nothing keeps the cached
+        # window (reloading it costs a replay of the whole history).
+        cached = self.cached(window_id)
+        if cached is None or (only_if_dirty and not cached.pending_events):
+            return
+        assert self.repository.cache is not None
+        with contextlib.suppress(KeyError):
+            self.repository.cache.get(window_uuid(window_id), evict=True)
+
+    def run(self, window_id: str, command: Callable[[], T]) -> T:
+        """Run a command under the window's lock; re-run it whole on a version conflict."""
+        with self.lock(window_id):
+            transient = 0
+            for _ in range(MAX_ATTEMPTS):
+                try:
+                    return command()
+                except (IntegrityError, StaleWindow):
+                    self.evict(window_id)
+                except (OperationalError, InterfaceError):
+                    # A dropped connection or a lock timeout: retried as the library retries
+                    # its own inserts (the streamed save is not wrapped by its decorator).
+                    self.evict(window_id)
+                    transient += 1
+                    if transient >= TRANSIENT_ATTEMPTS:
+                        raise
+                    time.sleep(TRANSIENT_WAIT_SECONDS)
+                except LedgerError:
+                    # A refusal comes before any save; keep the window unless it was changed.
+                    self.evict(window_id, only_if_dirty=True)
+                    raise
+                except BaseException:
+                    # Anything else may come from inside save, which has already taken the
+                    # pending events: the object can be ahead of storage without showing it.
+                    self.evict(window_id)
+                    raise
+            raise Contention(
+                f"window {window_id!r} kept changing under this command; nothing was recorded"
+            )
+
+
+__all__ = ["StaleWindow", "WindowUnitOfWork"]

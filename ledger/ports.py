@@ -1,0 +1,152 @@
+"""The interfaces the application needs of its infrastructure: the bus (publisher) and the
+storage beyond the library's recorder (identity index, streamed save).
+
+The bus's message id is always the identity (contract s.3). Adapters live in
+`ledger.infrastructure`; the composition root (`service`) chooses them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+
+from ledger.verdicts import IdentityState, Known
+
+
+class Message(Protocol):
+    """What a publisher needs of a message. An `Admission` is one as it stands (no copy per
+    admission on the hot path); `OutgoingMessage` is one built from stored history."""
+
+    @property
+    def window_id(self) -> str: ...
+    @property
+    def identity(self) -> str: ...  # the bus message id
+    @property
+    def event_type(self) -> str: ...
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def payload(self) -> dict[str, Any]: ...
+    @property
+    def payload_hash(self) -> str: ...
+
+
+class OutgoingMessage(NamedTuple):
+    window_id: str
+    identity: str  # the bus message id
+    event_type: str
+    event_id: str
+    payload: dict[str, Any]
+    payload_hash: str
+
+
+class Published(NamedTuple):
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    """Timed out or failed ambiguously: the bus may or may not hold the message."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BusMessage:
+    """A message as the bus holds it; `message` is None when its body is not ours."""
+
+    offset: int
+    identity: str
+    message: OutgoingMessage | None
+
+
+@dataclass(frozen=True, slots=True)
+class Superseded:
+    """The bus already holds this identity with another payload (the first stays the truth)."""
+
+    offset: int
+    original: BusMessage
+
+
+PublishOutcome = Published | Unknown | Superseded
+
+
+class Publisher(Protocol):
+    def publish(
+        self, window_id: str, messages: Sequence[Message], next_sequence: int
+    ) -> list[PublishOutcome]:
+        """Publish in order; one outcome per message.
+
+        `next_sequence` is the window's next admission sequence, which the embedded publisher
+        uses as the offset. Raises `PublishRefused` when the bus definitely took nothing.
+        """
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class InspectableBus(Protocol):
+    """A bus the ledger can check itself against (the embedded publisher *is* the ledger)."""
+
+    def count(self, window_id: str) -> int:
+        """How many messages the bus holds for the window."""
+        ...
+
+    def messages(self, window_id: str) -> Iterator[BusMessage]:
+        """The window's messages in bus order."""
+        ...
+
+
+# --- storage beyond the library's recorder ------------------------------------------------
+
+
+class IndexChange(NamedTuple):
+    """The identity's state after the batch; state None removes it (back to ABSENT)."""
+
+    window_id: str
+    identity: str
+    payload_hash: str
+    state: IdentityState | None
+    offset: int | None
+    # The index had no row for it when the command read the index: a plain INSERT (cheaper
+    # than an upsert; a row another writer added meanwhile fails it, and the command re-runs).
+    new: bool = False
+
+
+class IdentityIndex(Protocol):
+    def lookup_identities(self, window_id: str, identities: Iterable[str]) -> dict[str, Known]: ...
+
+    def catch_up_and_look_up(
+        self,
+        originator_id: UUID,
+        after_version: int,
+        window_id: str,
+        identities: Iterable[str],
+        meanwhile: Callable[[], None] = lambda: None,
+    ) -> tuple[Sequence[StoredEvent], dict[str, Known]]:
+        """The window's events after `after_version`, then the identities' states: read in
+        that order (the index never older than the events), in one round trip where the
+        database allows. `meanwhile` runs while the database answers."""
+        ...
+
+    def count_identities(self, window_id: str) -> dict[str, int]: ...
+
+
+# Events made by one part of a command, and the index rows that part changed.
+Chunk = tuple[Sequence[StoredEvent], Sequence[IndexChange]]
+
+
+class StreamingRecorder(Protocol):
+    def insert_event_stream(self, chunks: Iterable[Chunk]) -> None:
+        """Record every chunk's events and index changes, in order, in one transaction.
+
+        The chunks are made while the transaction runs (a generator doing the domain work), so
+        a recorder may send each one to the database before the next is made. A later chunk's
+        change of an identity overrides an earlier one's.
+        """
+        ...

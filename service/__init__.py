@@ -1,0 +1,1 @@
+"""The running service: settings, the composition root, the command line."""

@@ -1,0 +1,89 @@
+"""The `ledger` command line. Every command reads the same environment as the service."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ledger.errors import InvalidAdmission, LedgerError
+from projections.migrate import SchemaNotCurrent
+from service.cli.admit import cmd_admit
+from service.cli.common import EXIT_BAD_INPUT, EXIT_FAILED
+from service.cli.database import cmd_db_upgrade, cmd_projections
+from service.cli.serve import cmd_serve
+from service.cli.windows import cmd_close, cmd_history, cmd_receipt, cmd_reconcile, cmd_verify
+from service.settings import SettingsError
+from service.tokens import TokenError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ledger",
+        description="The admission ledger. Reads LEDGER_DATABASE_URL and LEDGER_PUBLISHER.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    admit = sub.add_parser("admit", help="replay a JSON-lines file through the admission path")
+    admit.add_argument("window")
+    admit.add_argument("file", help="one admission object per line; - for stdin")
+    admit.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    admit.set_defaults(func=cmd_admit)
+
+    for name, func, text in [
+        ("close", cmd_close, "close a window (refused while publishes are unknown)"),
+        ("history", cmd_history, "the window's events as JSON lines, with digests"),
+        ("verify", cmd_verify, "recompute the hash chain; exit 1 when it is broken"),
+        ("reconcile", cmd_reconcile, "resolve unknown publish outcomes through the bus"),
+    ]:
+        command = sub.add_parser(name, help=text)
+        command.add_argument("window")
+        command.set_defaults(func=func)
+
+    serve = sub.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(func=cmd_serve)
+
+    db = sub.add_parser("db", help="database schema")
+    db.add_argument("action", choices=["upgrade"])
+    db.set_defaults(func=cmd_db_upgrade)
+
+    projections = sub.add_parser("projections", help="the read models")
+    projections.add_argument("action", choices=["run", "rebuild", "status"])
+    projections.add_argument("name", nargs="?", help="one projection (rebuild only)")
+    projections.set_defaults(func=cmd_projections)
+
+    receipt = sub.add_parser("receipt", help="the window's receipt")
+    receipt.add_argument("window")
+    receipt.add_argument("--format", choices=["json", "md"], default="json")
+    receipt.set_defaults(func=cmd_receipt)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except InvalidAdmission as exc:
+        print(f"error: {exc.code}: {exc.detail}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except LedgerError as exc:
+        print(f"error: {exc.code}: {exc.detail}", file=sys.stderr)
+        if "pending" in exc.extra:
+            for identity in exc.extra["pending"]:
+                print(f"  pending: {identity}", file=sys.stderr)
+        return EXIT_FAILED
+    except SchemaNotCurrent as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except TokenError as exc:
+        print(f"error: configuration: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except SettingsError as exc:
+        print(f"error: configuration: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""`ledger serve`: the HTTP service (uvicorn), started by the app factory's import string so
+that this package never imports the API."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from service.cli.common import EXIT_BAD_INPUT
+from service.settings import Settings
+from service.tokens import parse_tokens
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = Settings.from_env()
+    tokens = parse_tokens(settings.api_tokens)
+    if not tokens and args.host not in LOOPBACK:
+        print(
+            f"error: refusing to bind {args.host}: LEDGER_API_TOKENS is not set, so the API "
+            "has no authentication and serves loopback only. Set tokens or use 127.0.0.1.",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
+    print(f"ledger: data in {settings.describe_database()}", file=sys.stderr)
+    print(f"ledger: publisher {settings.describe_publisher()}", file=sys.stderr)
+    if tokens:
+        print(f"ledger: auth on ({len(tokens)} tokens)", file=sys.stderr)
+    else:
+        print("ledger: auth OFF (LEDGER_API_TOKENS unset): serving loopback only", file=sys.stderr)
+    print(
+        f"ledger: listening on http://{args.host}:{args.port} (API docs at /schema/swagger)",
+        file=sys.stderr,
+    )
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+    )
+    return 0
