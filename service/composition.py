@@ -123,11 +123,22 @@ class Services:
         self.store.dispose()
 
 
+def prepare_schema(settings: Settings, store: ReadStore | None = None) -> None:
+    """An empty database gets the schema (nothing to protect there) and the embedded default
+    migrates itself; a shared PostgreSQL at an older revision is migrated on purpose, so this
+    refuses it (SchemaNotCurrent names `ledger db upgrade`)."""
+    own = store is None
+    store = store or build_read_store(settings)
+    try:
+        ensure_schema(store, upgrade_older=settings.is_sqlite)
+    finally:
+        if own:
+            store.dispose()
+
+
 def build_services(settings: Settings, publisher: Publisher | None = None) -> Services:
     store = build_read_store(settings)
-    # An empty database gets the schema (nothing to protect there) and the embedded default
-    # migrates itself; a shared PostgreSQL at an older revision is migrated on purpose.
-    ensure_schema(store, upgrade_older=settings.is_sqlite)
+    prepare_schema(settings, store)
     ledger = build_ledger(settings, publisher)
     runner = ProjectionRunner(ledger.recorder, ledger.mapper.transcoder, store)
     return Services(settings, ledger, store, runner, ReadModels(store))

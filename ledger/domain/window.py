@@ -8,7 +8,7 @@ a table written in the same transaction as the events.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, NamedTuple
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
@@ -393,13 +393,3 @@ class Window(ChainedAggregate):
 
     def source_offset_ranges(self) -> dict[str, dict[str, int]]:
         return {p: {"min": lo, "max": hi} for p, (lo, hi) in sorted(self.source_offsets.items())}
-
-    EVENT_TYPES: ClassVar[tuple[str, ...]] = (
-        "WindowOpened",
-        "EventAdmitted",
-        "DuplicateAbsorbed",
-        "MismatchQuarantined",
-        "PublishUnknown",
-        "PublishReconciled",
-        "WindowClosed",
-    )

@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from service.cli.common import EXIT_BAD_INPUT
+from service.composition import prepare_schema
 from service.settings import Settings
 from service.tokens import parse_tokens
 
@@ -25,6 +26,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_BAD_INPUT
+    # Refuse before binding, with the command to run, when the schema needs a migration.
+    prepare_schema(settings)
     print(f"ledger: data in {settings.describe_database()}", file=sys.stderr)
     print(f"ledger: publisher {settings.describe_publisher()}", file=sys.stderr)
     if tokens:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -93,14 +93,18 @@ def running_server(
     publisher: str | None = "embedded",
     extra_env: Mapping[str, str] | None = None,
     start_timeout: float = START_TIMEOUT_SECONDS,
+    command: Sequence[str] = (sys.executable, "-m", "service.cli", "serve"),
+    cwd: Path = ROOT,
 ) -> Iterator[RunningServer]:
-    """Start `ledger serve` on a free 127.0.0.1 port; yield once /health answers 200."""
+    """Start `ledger serve` on a free 127.0.0.1 port; yield once /health answers 200.
+
+    `command` is the checkout's by default; an installed `ledger` gives its own."""
     port = free_port()
     url = f"http://{HOST}:{port}"
     with tempfile.NamedTemporaryFile(prefix="ledger-serve-", suffix=".stderr") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--host", HOST, "--port", str(port)],
-            cwd=ROOT,
+            [*command, "--host", HOST, "--port", str(port)],
+            cwd=cwd,
             env=server_env(database_url, tokens=tokens, publisher=publisher, extra=extra_env),
             stdin=subprocess.DEVNULL,
             stdout=stderr,
