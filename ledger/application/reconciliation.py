@@ -49,15 +49,7 @@ def republish_pending(
         if isinstance(outcome, Published):
             window.reconcile(identity=m.identity, offset=outcome.offset)
             reconciled.append(m.identity)
-            changes.append(
-                IndexChange(
-                    window.window_id,
-                    m.identity,
-                    m.payload_hash,
-                    IdentityState.ADMITTED,
-                    outcome.offset,
-                )
-            )
+            changes.append(_admitted(window, m, outcome.offset))
         else:
             still_unknown.append(m.identity)
     return reconciled, still_unknown
@@ -94,17 +86,13 @@ def adopt_from_bus(
             assert m is not None
             record_admitted(window, m, held_message.offset, None)
             known[m.identity] = Known(IdentityState.ADMITTED, m.payload_hash, held_message.offset)
-            changes.append(
-                IndexChange(
-                    window.window_id,
-                    m.identity,
-                    m.payload_hash,
-                    IdentityState.ADMITTED,
-                    held_message.offset,
-                )
-            )
+            changes.append(_admitted(window, m, held_message.offset))
             adopted.append(m.identity)
     return adopted, unadoptable
+
+
+def _admitted(window: Window, m: OutgoingMessage, offset: int) -> IndexChange:
+    return IndexChange(window.window_id, m.identity, m.payload_hash, IdentityState.ADMITTED, offset)
 
 
 def _obstacle(window_id: str, k: Known | None, held: BusMessage) -> str | None:
