@@ -1,4 +1,6 @@
-"""One controller per resource. Handlers are sync and run in threads: the ledger is sync."""
+"""One controller per resource. The ledger is sync: read handlers are sync and run in threads;
+the admissions handler is async (it decodes the body strictly itself) and runs the ledger in a
+thread."""
 
 from __future__ import annotations
 

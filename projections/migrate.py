@@ -79,6 +79,11 @@ def ensure_schema(store: ReadStore, *, upgrade_older: bool) -> None:
     current = current_revision(store)
     if current == HEAD:
         return
+    if current is not None and current > HEAD:  # revisions are zero-padded numbers
+        raise SchemaNotCurrent(
+            f"read-model schema is at revision {current!r}, newer than this code's {HEAD!r}: "
+            "run the ledger version that migrated it (a newer one), not this one"
+        )
     if current is not None and not upgrade_older:
         raise SchemaNotCurrent(
             f"read-model schema is at revision {current!r}, this code needs {HEAD!r}: "
