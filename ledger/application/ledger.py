@@ -14,6 +14,7 @@ from typing import Any, cast
 from uuid import UUID
 
 from eventsourcing.application import Application
+from eventsourcing.persistence import JSONTranscoder
 
 from ledger.admissions import Admission
 from ledger.application.admitting import Admitting
@@ -33,6 +34,12 @@ class Ledger(Application[UUID]):
 
     def __init__(self, env: dict[str, str], publisher: Publisher) -> None:
         super().__init__(env)
+        if isinstance(self.mapper.transcoder, JSONTranscoder):
+            # The library's default would re-encode client payloads its own way (ADR 0004).
+            raise ValueError(
+                "the ledger's environment names no TRANSCODER_TOPIC: build it through "
+                "service.composition.build_ledger"
+            )
         self.publisher = publisher
         self.index = cast(IdentityIndex, self.recorder)
         self.uow = WindowUnitOfWork(self.repository)

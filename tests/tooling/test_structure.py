@@ -75,3 +75,13 @@ def test_the_command_line_loads_without_the_web_framework() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+def test_a_ledger_built_around_the_composition_root_refuses_the_library_default_transcoder() -> (
+    None
+):
+    from ledger.application import Ledger
+    from ledger.infrastructure.embedded import EmbeddedPublisher
+
+    with pytest.raises(ValueError, match="service.composition.build_ledger"):
+        Ledger({"PERSISTENCE_MODULE": "eventsourcing.popo"}, EmbeddedPublisher())
