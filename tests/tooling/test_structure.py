@@ -83,5 +83,5 @@ def test_a_ledger_built_around_the_composition_root_refuses_the_library_default_
     from ledger.application import Ledger
     from ledger.infrastructure.embedded import EmbeddedPublisher
 
-    with pytest.raises(ValueError, match="service.composition.build_ledger"):
+    with pytest.raises(ValueError, match=r"service\.composition\.build_ledger"):
         Ledger({"PERSISTENCE_MODULE": "eventsourcing.popo"}, EmbeddedPublisher())
