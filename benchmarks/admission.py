@@ -1,8 +1,8 @@
 """Admission throughput: the ledger against a hand-written dedupe, on SQLite and PostgreSQL.
 
-    .venv/bin/python benchmarks/admission.py                       # 50,000 events, both backends
-    .venv/bin/python benchmarks/admission.py --backend postgres --long   # 1,000,000 events
-    .venv/bin/python benchmarks/admission.py --publisher nats      # the ledger with NATS JetStream
+    .venv/bin/python -m benchmarks.admission                      # 50,000 events, both backends
+    .venv/bin/python -m benchmarks.admission --backend postgres --long  # 1,000,000 events
+    .venv/bin/python -m benchmarks.admission --publisher nats     # the ledger with NATS JetStream
 
 For each backend, in one run and one process:
 
@@ -32,9 +32,9 @@ the end. Contenders, each on a fresh stream (own name and subject prefix, duplic
 file storage) and the ledgers each on a fresh database:
 
     ledger        the embedded-publisher ledger, as above (the reference figure);
-    ledger+nats   the same, built by `ledger.bootstrap.build_ledger` with LEDGER_PUBLISHER set to
-                  the server: every batch's new identities are published (concurrently) before the
-                  batch is recorded;
+    ledger+nats   the same, built by `service.composition.build_ledger` with LEDGER_PUBLISHER
+                  set to the server: every batch's new identities are published (concurrently)
+                  before the batch is recorded;
     raw jetstream for each batch, exactly the messages the ledger publishes for it (the batch's
                   NEW identities, the ledger's JSON body) sent with nats-py
                   `js.publish(subject, body, headers={"Nats-Msg-Id": identity})`, all of a batch
@@ -52,30 +52,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import cProfile
 import os
-import pstats
 import random
-import resource
-import shutil
-import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
-
-# Run as a script, this file's folder is first on sys.path, and benchmarks/projections.py would
-# then shadow the `projections` package that ledger.bootstrap imports: the project root goes first.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import nats
@@ -84,39 +72,33 @@ from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 from psycopg import sql
 
+from benchmarks import harness
+from benchmarks.harness import Databases, Void, note, say
 from ledger.admissions import MAX_BATCH, Admission, AdmissionIn, prepare
 from ledger.application import Ledger
-from ledger.bootstrap import build_ledger
 from ledger.infrastructure.nats import NatsSettings, subject_token
-from ledger.publishing import InspectableBus
-from ledger.settings import Settings
+from ledger.ports import InspectableBus
+from service.composition import build_ledger
+from service.settings import Settings
+
+if TYPE_CHECKING:
+    from tests.support.nats import NatsServer
 
 DEFAULT_EVENTS = 50_000
 LONG_EVENTS = 1_000_000
 DEFAULT_BATCH = 500
 DEFAULT_SEED = 20261125
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DUPLICATE_SHARE = 0.10
 MISMATCH_SHARE = 0.01
 WINDOW_ID = "bench-window-1"
 TARGET_RATIO = 0.6  # ledger / baseline(a), PostgreSQL (the issue's target)
 TARGET_FLATNESS = 0.8  # last 10% / first 10% throughput
 TARGET_NATS_RATIO = 0.5  # ledger+nats / raw jetstream, admissions/s over the same batches
-NATS_HOST = "127.0.0.1"
-NATS_START_TIMEOUT = 10.0
 EDGE_SHARE = 0.10
 EVENT_TYPES = ("order.created", "order.paid", "order.shipped")
 CURRENCIES = ("EUR", "USD", "GBP", "CHF")
 
 _json = msgspec.json.Encoder()
-
-
-def say(*parts: object) -> None:
-    print(*parts, flush=True)
-
-
-def note(*parts: object) -> None:
-    print(*parts, file=sys.stderr, flush=True)
 
 
 # --- workload ---------------------------------------------------------------------------------
@@ -187,31 +169,6 @@ class Workload:
         return -(-self.events // self.batch_size)
 
 
-# --- memory -----------------------------------------------------------------------------------
-
-
-def peak_rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # kilobytes on Linux, bytes on macOS
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
-
-
-def current_rss_mb() -> float | None:
-    try:
-        with open("/proc/self/statm") as f:
-            resident_pages = int(f.read().split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-    return resident_pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
-
-
-def load_average() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
 # --- driving one contender --------------------------------------------------------------------
 
 
@@ -236,11 +193,11 @@ class Run:
 
     @property
     def rate(self) -> float:
-        return self.events / self.seconds if self.seconds else 0.0
+        return harness.per_second(self.events, self.seconds)
 
     @property
     def message_rate(self) -> float:
-        return self.messages / self.seconds if self.seconds else 0.0
+        return harness.per_second(self.messages, self.seconds)
 
     def edge(self, last: bool) -> tuple[int, float]:
         """Events and timed seconds of the first (or last) 10% of the batches."""
@@ -249,13 +206,11 @@ class Run:
         return sum(self.batch_events[sl]), sum(self.batch_seconds[sl])
 
     def edge_rate(self, last: bool) -> float:
-        events, seconds = self.edge(last)
-        return events / seconds if seconds else 0.0
+        return harness.per_second(*self.edge(last))
 
     @property
     def flatness(self) -> float:
-        first = self.edge_rate(last=False)
-        return self.edge_rate(last=True) / first if first else 0.0
+        return harness.ratio(self.edge_rate(last=True), self.edge_rate(last=False))
 
     @property
     def median_flatness(self) -> float:
@@ -263,7 +218,7 @@ class Run:
         k = max(1, round(len(self.batch_seconds) * EDGE_SHARE))
         first = statistics.median(self.batch_seconds[:k])
         last = statistics.median(self.batch_seconds[-k:])
-        return first / last if last else 0.0
+        return harness.ratio(first, last)
 
 
 Step = Callable[[list[AdmissionIn]], float]  # runs one batch, returns its timed seconds
@@ -271,16 +226,16 @@ Step = Callable[[list[AdmissionIn]], float]  # runs one batch, returns its timed
 
 def drive(label: str, name: str, workload: Workload, step: Step, time_limit: float) -> Run:
     run = Run(name)
-    run.peak_rss_before = peak_rss_mb()
+    run.peak_rss_before = harness.peak_rss_mb()
     total = workload.n_batches
-    next_report = 1
+    progress = harness.Tenths(total)
     started = time.perf_counter()
     for i, items in enumerate(workload.batches(), start=1):
         run.batch_seconds.append(step(items))
         run.batch_events.append(len(items))
-        tenths = i * 10 // total
-        if tenths >= next_report:  # one line per 10% (fewer when batches are few)
-            rss = current_rss_mb()
+        tenths = progress.crossed(i)
+        if tenths is not None:
+            rss = harness.current_rss_mb()
             if rss is not None:
                 run.rss_samples.append((run.events, rss))
             note(
@@ -288,12 +243,11 @@ def drive(label: str, name: str, workload: Workload, step: Step, time_limit: flo
                 f"events, {run.seconds:.1f} s timed, {run.rate:,.0f} events/s so far"
                 + (f", RSS {rss:.0f} MB" if rss is not None else "")
             )
-            next_report = tenths + 1
         if time.perf_counter() - started > time_limit and i < total:
             run.partial = True
             note(f"[{label}] {name}: time limit of {time_limit:.0f} s reached; stopping here")
             break
-    run.peak_rss_after = peak_rss_mb()
+    run.peak_rss_after = harness.peak_rss_mb()
     return run
 
 
@@ -306,79 +260,69 @@ def rows_of(prepared: list[Admission]) -> list[tuple[str, str, str, str]]:
 
 def baseline_steps(insert: Callable[[list[tuple[str, str, str, str]]], None]) -> dict[str, Step]:
     def same_work(items: list[AdmissionIn]) -> float:
-        t0 = time.perf_counter()
-        insert(rows_of(prepare(WINDOW_ID, items)))
-        return time.perf_counter() - t0
+        return harness.timed(lambda: insert(rows_of(prepare(WINDOW_ID, items))))[1]
 
     def raw_insert(items: list[AdmissionIn]) -> float:
         rows = rows_of(prepare(WINDOW_ID, items))  # not timed
-        t0 = time.perf_counter()
-        insert(rows)
-        return time.perf_counter() - t0
+        return harness.timed(lambda: insert(rows))[1]
 
     return {"a": same_work, "b": raw_insert}
 
 
 def ledger_step(app: Ledger) -> Step:
     def step(items: list[AdmissionIn]) -> float:
-        t0 = time.perf_counter()
-        app.admit(WINDOW_ID, prepare(WINDOW_ID, items))
-        return time.perf_counter() - t0
+        return harness.timed(lambda: app.admit(WINDOW_ID, prepare(WINDOW_ID, items)))[1]
 
     return step
-
-
-class Mismatch(Exception):
-    """A contender's stored result is not what the workload implies: the figures are void."""
 
 
 # --- backends ---------------------------------------------------------------------------------
 
 
 class Backend:
-    label = ""
+    """The ledger's database, a fresh one per further ledger, and the hand-written baselines."""
 
-    def describe(self) -> str:
-        raise NotImplementedError
-
-    def ledger(self) -> Ledger:
-        raise NotImplementedError
-
-    def fresh_database_url(self, tag: str) -> str:
-        """A database no other contender has used (for a second ledger)."""
-        raise NotImplementedError
-
-    def baseline(self, variant: str, workload: Workload, time_limit: float) -> Run:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-
-class SQLiteBackend(Backend):
-    label = "sqlite"
-
-    def __init__(self) -> None:
-        self._tmp = tempfile.TemporaryDirectory(prefix="bench-admission-")
-        self.dir = Path(self._tmp.name)
+    def __init__(self, databases: Databases) -> None:
+        self.databases = databases
+        self.label = databases.backend
         self._runs = 0
 
     def describe(self) -> str:
-        return (
-            f"SQLite {sqlite3.sqlite_version}, files in {self.dir} (WAL journal, default "
-            "synchronous, for the ledger and the baseline alike)"
-        )
+        raise NotImplementedError
 
-    def ledger(self) -> Ledger:
-        url = f"sqlite:///{self.dir / 'ledger.db'}"
-        return Ledger(Settings(database_url=url).eventsourcing_env())
+    def ledger(self, url: str | None = None) -> Ledger:
+        """The embedded-publisher ledger on its database (or on `url`), built as the service
+        builds it."""
+        return build_ledger(Settings(database_url=url or self.databases.url))
 
     def fresh_database_url(self, tag: str) -> str:
-        return f"sqlite:///{self.dir / f'ledger_{tag}.db'}"
+        """A database no other contender has used (for a second ledger)."""
+        return self.databases.fresh(f"ledger_{tag}")
 
     def baseline(self, variant: str, workload: Workload, time_limit: float) -> Run:
         self._runs += 1
-        path = self.dir / f"baseline_{variant}_{self._runs}.db"
+        run, stored = self.dedupe(f"baseline_{variant}_{self._runs}", variant, workload, time_limit)
+        check_baseline(run, stored, workload)
+        return run
+
+    def dedupe(
+        self, name: str, variant: str, workload: Workload, time_limit: float
+    ) -> tuple[Run, int]:
+        """Drive the baseline on a dedupe table of its own; the run and the rows it stored."""
+        raise NotImplementedError
+
+
+class SQLiteBackend(Backend):
+    def describe(self) -> str:
+        return (
+            f"SQLite {sqlite3.sqlite_version}, files in {self.databases.dir} (WAL journal, "
+            "default synchronous, for the ledger and the baseline alike)"
+        )
+
+    def dedupe(
+        self, name: str, variant: str, workload: Workload, time_limit: float
+    ) -> tuple[Run, int]:
+        path = self.databases.dir / f"{name}.db"
         conn = sqlite3.connect(path, isolation_level=None)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
@@ -404,47 +348,18 @@ class SQLiteBackend(Backend):
             conn.close()
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
-        check_baseline(run, stored, workload)
-        return run
-
-    def close(self) -> None:
-        self._tmp.cleanup()
+        return run, int(stored)
 
 
 class PostgresBackend(Backend):
-    label = "postgres"
-
-    def __init__(self, admin_url: str) -> None:
-        self.admin_url = admin_url
-        self.dbname = f"bench_admission_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
-            self.server = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.dbname)))
-        self.url = urlunsplit(urlsplit(admin_url)._replace(path=f"/{self.dbname}"))
-        self._runs = 0
-        self._extra_dbnames: list[str] = []
-
     def describe(self) -> str:
-        parts = urlsplit(self.url)
-        return (
-            f"PostgreSQL {self.server} at {parts.hostname}:{parts.port or 5432}, throwaway "
-            f"database {self.dbname} (dropped at the end)"
-        )
+        return self.databases.describe_postgres()
 
-    def ledger(self) -> Ledger:
-        return Ledger(Settings(database_url=self.url).eventsourcing_env())
-
-    def fresh_database_url(self, tag: str) -> str:
-        dbname = f"{self.dbname}_{tag}"
-        with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-        self._extra_dbnames.append(dbname)
-        return urlunsplit(urlsplit(self.admin_url)._replace(path=f"/{dbname}"))
-
-    def baseline(self, variant: str, workload: Workload, time_limit: float) -> Run:
-        self._runs += 1
-        table = sql.Identifier(f"baseline_{variant}_{self._runs}")
-        with psycopg.connect(self.url) as conn:
+    def dedupe(
+        self, name: str, variant: str, workload: Workload, time_limit: float
+    ) -> tuple[Run, int]:
+        table = sql.Identifier(name)
+        with psycopg.connect(self.databases.url) as conn:
             conn.execute(
                 sql.SQL(
                     "CREATE TABLE {} (window_id text NOT NULL, identity text PRIMARY KEY, "
@@ -468,17 +383,11 @@ class PostgresBackend(Backend):
             stored = conn.execute(sql.SQL("SELECT COUNT(*) FROM {}").format(table)).fetchone()
             conn.execute(sql.SQL("DROP TABLE {}").format(table))
             conn.commit()
-        check_baseline(run, stored[0] if stored else -1, workload)
-        return run
+        return run, stored[0] if stored else -1
 
-    def close(self) -> None:
-        with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=5) as conn:
-            for dbname in [self.dbname, *self._extra_dbnames]:
-                conn.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                        sql.Identifier(dbname)
-                    )
-                )
+
+def backend_for(databases: Databases) -> Backend:
+    return SQLiteBackend(databases) if databases.backend == "sqlite" else PostgresBackend(databases)
 
 
 NAMES = {
@@ -495,7 +404,7 @@ def check_baseline(run: Run, stored: int, workload: Workload) -> None:
         return
     expected = workload.counts()["new"]
     if stored != expected:
-        raise Mismatch(f"{run.name} stored {stored} identities, expected {expected}")
+        raise Void(f"{run.name} stored {stored} identities, expected {expected}")
 
 
 def check_ledger(app: Ledger, run: Run, workload: Workload) -> dict[str, int]:
@@ -506,78 +415,11 @@ def check_ledger(app: Ledger, run: Run, workload: Workload) -> dict[str, int]:
     got = (counts["admitted"], counts["duplicates"], counts["quarantined"])
     want = (expected["new"], expected["duplicate"], expected["mismatch"])
     if got != want:
-        raise Mismatch(f"ledger counted (admitted, duplicates, quarantined)={got}, expected {want}")
+        raise Void(f"ledger counted (admitted, duplicates, quarantined)={got}, expected {want}")
     return counts
 
 
 # --- NATS JetStream ---------------------------------------------------------------------------
-
-
-def find_nats_server(explicit: str | None) -> str | None:
-    """The binary named (and nothing else, if one is named), else Debian's, else PATH's."""
-    for candidate in [explicit] if explicit else ["/usr/sbin/nats-server"]:
-        if Path(candidate).is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    return None if explicit else shutil.which("nats-server")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((NATS_HOST, 0))
-        return int(s.getsockname()[1])
-
-
-class NatsServer:
-    """A nats-server of the benchmark's own: JetStream, a temporary file store, loopback only."""
-
-    def __init__(self, binary: str) -> None:
-        self.binary = binary
-        self._tmp = tempfile.TemporaryDirectory(prefix="bench-nats-")
-        self.dir = Path(self._tmp.name)
-        self.port = _free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-        self.version = "unknown"
-
-    @property
-    def url(self) -> str:
-        return f"nats://{NATS_HOST}:{self.port}"
-
-    def log(self) -> str:
-        try:
-            return (self.dir / "nats-server.log").read_text(errors="replace")[-3000:]
-        except OSError:
-            return ""
-
-    def start(self) -> None:
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            self.version = subprocess.run(
-                [self.binary, "--version"], capture_output=True, text=True, timeout=10
-            ).stdout.strip()
-        store = self.dir / "store"
-        store.mkdir()
-        with (self.dir / "nats-server.log").open("wb") as log:
-            self.process = subprocess.Popen(
-                [self.binary, "-js", "-sd", str(store), "-a", NATS_HOST, "-p", str(self.port)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + NATS_START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"nats-server exited at start:\n{self.log()}")
-            try:
-                with socket.create_connection((NATS_HOST, self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError(f"nats-server did not accept connections in time:\n{self.log()}")
-
-    def close(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self._tmp.cleanup()
 
 
 def unique_stream(label: str, who: str) -> tuple[str, str]:
@@ -637,9 +479,9 @@ def raw_jetstream_run(url: str, label: str, workload: Workload, time_limit: floa
                     if a.identity not in seen:
                         seen.add(a.identity)
                         messages.append((a.identity, message_body(a)))
-                t0 = time.perf_counter()
-                acks = loop.run_until_complete(publish_all(messages))
-                elapsed = time.perf_counter() - t0
+                acks, elapsed = harness.timed(
+                    lambda: loop.run_until_complete(publish_all(messages))
+                )
                 tally["published"] += len(acks)
                 tally["duplicate_acks"] += sum(1 for ack in acks if ack.duplicate)
                 return elapsed
@@ -654,29 +496,13 @@ def raw_jetstream_run(url: str, label: str, workload: Workload, time_limit: floa
     finally:
         loop.close()
     if tally["duplicate_acks"] or stored != run.messages:
-        raise Mismatch(
+        raise Void(
             f"raw jetstream: {run.messages} published, {tally['duplicate_acks']} acked as "
             f"duplicates, the stream holds {stored}"
         )
     if not run.partial and run.messages != workload.counts()["new"]:
-        raise Mismatch(
-            f"raw jetstream published {run.messages}, expected {workload.counts()['new']}"
-        )
+        raise Void(f"raw jetstream published {run.messages}, expected {workload.counts()['new']}")
     return run
-
-
-def delete_stream(url: str, stream: str) -> None:
-    async def work() -> None:
-        nc = await nats.connect(url, connect_timeout=2, allow_reconnect=False)
-        try:
-            await nc.jetstream().delete_stream(stream)
-        finally:
-            await nc.close()
-
-    try:
-        asyncio.run(work())
-    except Exception as exc:  # only tidiness: the server and its store go at the end anyway
-        note(f"could not delete stream {stream}: {exc}")
 
 
 # --- one backend, all contenders --------------------------------------------------------------
@@ -692,18 +518,53 @@ class Outcome:
     ledger_runs: list[Run] = field(default_factory=list)
 
     def best(self, variant: str) -> Run:
-        return max(self.baselines[variant], key=lambda r: r.rate)
+        return harness.best(self.baselines[variant])
 
     def ratio(self, variant: str) -> float:
-        best = self.best(variant).rate
-        return self.ledger.rate / best if best else 0.0
+        return harness.ratio(self.ledger.rate, self.best(variant).rate)
 
     @property
     def nats_ratio(self) -> float:
         """ledger+nats admissions/s divided by raw-jetstream admissions/s (best raw run)."""
         assert self.nats_ledger is not None
-        best = self.best("raw").rate
-        return self.nats_ledger.rate / best if best else 0.0
+        return harness.ratio(self.nats_ledger.rate, self.best("raw").rate)
+
+
+def open_ledger(
+    backend: Backend, nats_url: str | None, fresh_tag: str | None
+) -> tuple[Ledger, str]:
+    """The ledger a run measures (its tables are created here: not timed), and its stream."""
+    if nats_url is None and fresh_tag is None:
+        return backend.ledger(), ""
+    if nats_url is None:
+        # A second run of the ledger: a database of its own, as each baseline run has a
+        # table of its own.
+        return backend.ledger(backend.fresh_database_url(fresh_tag or "ledger")), ""
+    # LEDGER_PUBLISHER=nats://...: a fresh database and a fresh stream of its own.
+    stream, prefix = unique_stream(backend.label, "ledger")
+    settings = Settings(
+        database_url=backend.fresh_database_url("nats"),
+        publisher=nats_url,
+        nats_stream=stream,
+        nats_subject_prefix=prefix,
+    )
+    return build_ledger(settings), stream
+
+
+def drive_ledger(
+    backend: Backend, who: str, workload: Workload, step: Step, args: argparse.Namespace
+) -> Run:
+    """Drive the ledger; under --profile, write its stats and print the top functions."""
+    if not args.profile:
+        return drive(backend.label, NAMES[who], workload, step, args.time_limit)
+    run, profiler = harness.profiled(
+        lambda: drive(backend.label, NAMES[who], workload, step, args.time_limit)
+    )
+    suffix = f".{backend.label}.pstats" if who == "ledger" else f".{backend.label}.nats.pstats"
+    path = Path(args.profile).with_suffix(suffix)
+    heading = f"[{backend.label}] {NAMES[who]} profile written to {path}; top functions:"
+    harness.write_profile(profiler, path, heading, top=25)
+    return run
 
 
 def run_ledger(
@@ -714,45 +575,12 @@ def run_ledger(
     fresh_tag: str | None = None,
 ) -> Run:
     who = "ledger" if nats_url is None else "nats"
-    stream = ""
-    if nats_url is None and fresh_tag is None:
-        app = backend.ledger()  # creates its tables: not timed
-    elif nats_url is None:
-        # A second run of the ledger: a database of its own, as each baseline run has a
-        # table of its own.
-        url = backend.fresh_database_url(fresh_tag or "ledger")
-        app = Ledger(Settings(database_url=url).eventsourcing_env())
-    else:
-        # LEDGER_PUBLISHER=nats://...: a fresh database and a fresh stream of its own.
-        stream, prefix = unique_stream(backend.label, "ledger")
-        settings = Settings(
-            database_url=backend.fresh_database_url("nats"),
-            publisher=nats_url,
-            nats_stream=stream,
-            nats_subject_prefix=prefix,
-        )
-        app = build_ledger(settings)
+    app, stream = open_ledger(backend, nats_url, fresh_tag)
     try:
         bus = app.publisher if isinstance(app.publisher, InspectableBus) else None
         if bus is not None and bus.count(WINDOW_ID) != 0:  # connects, creates the stream: untimed
-            raise Mismatch(f"{NAMES[who]}: the fresh stream {stream} is not empty")
-        step = ledger_step(app)
-        if args.profile:
-            profiler = cProfile.Profile()
-            profiler.enable()
-            run = drive(backend.label, NAMES[who], workload, step, args.time_limit)
-            profiler.disable()
-            suffix = (
-                f".{backend.label}.pstats" if who == "ledger" else f".{backend.label}.nats.pstats"
-            )
-            path = Path(args.profile).with_suffix(suffix)
-            profiler.dump_stats(path)
-            note(f"[{backend.label}] {NAMES[who]} profile written to {path}; top functions:")
-            stats = pstats.Stats(profiler, stream=sys.stderr)
-            stats.sort_stats("tottime").print_stats(25)
-            stats.sort_stats("cumulative").print_stats(30)
-        else:
-            run = drive(backend.label, NAMES[who], workload, step, args.time_limit)
+            raise Void(f"{NAMES[who]}: the fresh stream {stream} is not empty")
+        run = drive_ledger(backend, who, workload, ledger_step(app), args)
         counts = check_ledger(app, run, workload)
         say(
             f"  {NAMES[who]} window counts: admitted {counts['admitted']:,}, duplicates "
@@ -761,7 +589,7 @@ def run_ledger(
         if bus is not None:
             run.messages = bus.count(WINDOW_ID)
             if run.messages != counts["admitted"]:
-                raise Mismatch(
+                raise Void(
                     f"{NAMES[who]}: the stream holds {run.messages} messages for the window, "
                     f"the ledger admitted {counts['admitted']}"
                 )
@@ -770,7 +598,9 @@ def run_ledger(
         app.close()
         app.publisher.close()
     if nats_url is not None:
-        delete_stream(nats_url, stream)
+        from tests.support.nats import delete_stream
+
+        delete_stream(nats_url, stream)  # only tidiness: the server and its store go at the end
     return run
 
 
@@ -792,6 +622,30 @@ def contender_order(args: argparse.Namespace) -> list[str]:
 SHORT = {"a": "baseline(a)", "b": "baseline(b)", "raw": "raw jetstream"}
 
 
+def say_order(order: list[str]) -> None:
+    if len(order) > 1:
+        say(
+            "  order: "
+            + ", ".join(SHORT.get(who, NAMES[who]) for who in order)
+            + (
+                "; each contender run twice is scored by the better of its two runs (warm-up "
+                "favours no one)"
+                if any(who in order for who in ("a", "b", "raw"))
+                else ""
+            )
+        )
+
+
+def say_run(run: Run) -> None:
+    say(
+        f"  run: {run.name:<24} {run.rate:>10,.0f} events/s  ({run.events:,} events in "
+        f"{run.seconds:.2f} s timed; first 10% {run.edge_rate(False):,.0f}/s, last 10% "
+        f"{run.edge_rate(True):,.0f}/s)"
+        + (f"; {run.message_rate:,.0f} messages/s" if run.messages else "")
+        + ("  PARTIAL (time limit)" if run.partial else "")
+    )
+
+
 def bench_backend(
     backend: Backend,
     workload: Workload,
@@ -804,17 +658,7 @@ def bench_backend(
     ledger_runs: list[Run] = []
     nats_run: Run | None = None
     order = contender_order(args)
-    if len(order) > 1:
-        say(
-            "  order: "
-            + ", ".join(SHORT.get(who, NAMES[who]) for who in order)
-            + (
-                "; each contender run twice is scored by the better of its two runs (warm-up "
-                "favours no one)"
-                if any(who in order for who in ("a", "b", "raw"))
-                else ""
-            )
-        )
+    say_order(order)
     for who in order:
         note(f"[{label}] running {NAMES[who]} ...")
         if who == "ledger":
@@ -832,18 +676,11 @@ def bench_backend(
         else:
             run = backend.baseline(who, workload, args.time_limit)
             baselines[who].append(run)
-        say(
-            f"  run: {run.name:<24} {run.rate:>10,.0f} events/s  ({run.events:,} events in "
-            f"{run.seconds:.2f} s timed; first 10% {run.edge_rate(False):,.0f}/s, last 10% "
-            f"{run.edge_rate(True):,.0f}/s)"
-            + (f"; {run.message_rate:,.0f} messages/s" if run.messages else "")
-            + ("  PARTIAL (time limit)" if run.partial else "")
-        )
+        say_run(run)
     assert ledger_runs
-    best_ledger = max(ledger_runs, key=lambda r: r.rate)
     return Outcome(
         label,
-        best_ledger,
+        harness.best(ledger_runs),
         baselines,
         profiled=bool(args.profile),
         nats_ledger=nats_run,
@@ -871,19 +708,32 @@ def report(outcome: Outcome) -> None:
             f"(best of runs: {each})"
         )
     if outcome.baselines["a"]:
-        ra, rb = outcome.ratio("a"), outcome.ratio("b")
-        if label == "postgres":
-            verdict = "PASS" if ra >= TARGET_RATIO else "MISS"
-            say(
-                f"RATIO {label} ledger/baseline(a) same work  = {ra:.2f}  "
-                f"(target >= {TARGET_RATIO}: {verdict})"
-            )
-        else:
-            say(
-                f"RATIO {label} ledger/baseline(a) same work  = {ra:.2f}  "
-                f"(the {TARGET_RATIO} target is PostgreSQL's; for information)"
-            )
-        say(f"RATIO {label} ledger/baseline(b) raw insert = {rb:.2f}  (for information)")
+        report_ratios(outcome)
+    report_flatness(outcome)
+    samples = ", ".join(f"{e:,}: {mb:.0f}" for e, mb in led.rss_samples)
+    say(
+        f"MEMORY {label} ledger: peak RSS {led.peak_rss_before:.1f} MB before, "
+        f"{led.peak_rss_after:.1f} MB after (+{led.peak_rss_after - led.peak_rss_before:.1f} MB)"
+    )
+    if samples:
+        say(f"  current RSS (MB) at events admitted: {samples}")
+    if outcome.nats_ledger is not None:
+        report_nats(outcome)
+
+
+def report_ratios(outcome: Outcome) -> None:
+    label = outcome.label
+    ra, rb = outcome.ratio("a"), outcome.ratio("b")
+    if label == "postgres":
+        comment = harness.target_note(ra, TARGET_RATIO)
+    else:
+        comment = f"(the {TARGET_RATIO} target is PostgreSQL's; for information)"
+    harness.say_ratio(label, "ledger/baseline(a) same work ", ra, comment)
+    harness.say_ratio(label, "ledger/baseline(b) raw insert", rb, "(for information)")
+
+
+def report_flatness(outcome: Outcome) -> None:
+    label, led = outcome.label, outcome.ledger
     first_events, first_s = led.edge(last=False)
     last_events, last_s = led.edge(last=True)
     flat = led.flatness
@@ -891,7 +741,7 @@ def report(outcome: Outcome) -> None:
         f"FLATNESS {label} ledger: first 10% {led.edge_rate(False):,.0f} events/s "
         f"({first_events:,} events in {first_s:.2f} s), last 10% {led.edge_rate(True):,.0f} "
         f"events/s ({last_events:,} events in {last_s:.2f} s); last/first = {flat:.2f} "
-        f"(target >= {TARGET_FLATNESS}: {'PASS' if flat >= TARGET_FLATNESS else 'MISS'})"
+        f"(target >= {TARGET_FLATNESS}: {harness.verdict(flat, TARGET_FLATNESS)})"
     )
     say(
         f"  median batch, last/first = {led.median_flatness:.2f} (noise check); baselines' "
@@ -905,15 +755,6 @@ def report(outcome: Outcome) -> None:
             or "not run"
         )
     )
-    samples = ", ".join(f"{e:,}: {mb:.0f}" for e, mb in led.rss_samples)
-    say(
-        f"MEMORY {label} ledger: peak RSS {led.peak_rss_before:.1f} MB before, "
-        f"{led.peak_rss_after:.1f} MB after (+{led.peak_rss_after - led.peak_rss_before:.1f} MB)"
-    )
-    if samples:
-        say(f"  current RSS (MB) at events admitted: {samples}")
-    if outcome.nats_ledger is not None:
-        report_nats(outcome)
 
 
 def report_nats(outcome: Outcome) -> None:
@@ -927,19 +768,21 @@ def report_nats(outcome: Outcome) -> None:
     )
     raws = outcome.baselines["raw"]
     if not raws:
-        say(f"  ledger+nats/ledger embedded = {nl.rate / led.rate if led.rate else 0:.2f}")
+        say(f"  ledger+nats/ledger embedded = {harness.ratio(nl.rate, led.rate):.2f}")
         return
-    best = outcome.best("raw")
+    top = outcome.best("raw")
     each = ", ".join(f"{r.message_rate:,.0f} msg/s = {r.rate:,.0f} adm/s" for r in raws)
     say(
-        f"  raw jetstream            {best.rate:>10,.0f} admissions/s  ({best.messages:,} "
-        f"messages, {best.message_rate:,.0f} messages/s; best of runs: {each})"
+        f"  raw jetstream            {top.rate:>10,.0f} admissions/s  ({top.messages:,} "
+        f"messages, {top.message_rate:,.0f} messages/s; best of runs: {each})"
     )
-    ratio = outcome.nats_ratio
-    verdict = "PASS" if ratio >= TARGET_NATS_RATIO else "MISS"
-    say(
-        f"RATIO {label} ledger+nats/raw jetstream = {ratio:.2f} "
-        f"(target >= {TARGET_NATS_RATIO}: {verdict})"
+    nats_ratio = outcome.nats_ratio
+    harness.say_ratio(
+        label,
+        "ledger+nats/raw jetstream",
+        nats_ratio,
+        harness.target_note(nats_ratio, TARGET_NATS_RATIO),
+        gap=" ",
     )
     say(
         "  = ledger+nats admissions/s / raw jetstream admissions/s, over the same batches (raw "
@@ -947,13 +790,13 @@ def report_nats(outcome: Outcome) -> None:
     )
     say(
         f"NATS {label}: ledger embedded {led.rate:,.0f} admissions/s; ledger+nats "
-        f"{nl.rate:,.0f} admissions/s; raw jetstream {best.rate:,.0f} admissions/s "
-        f"({best.message_rate:,.0f} messages/s); ledger+nats/ledger embedded "
-        f"{nl.rate / led.rate if led.rate else 0:.2f}"
+        f"{nl.rate:,.0f} admissions/s; raw jetstream {top.rate:,.0f} admissions/s "
+        f"({top.message_rate:,.0f} messages/s); ledger+nats/ledger embedded "
+        f"{harness.ratio(nl.rate, led.rate):.2f}"
     )
     # Where the ledger+nats time goes, by subtraction (same batches, same run).
     nats_ms, raw_ms, led_ms = (
-        r.seconds / max(1, len(r.batch_seconds)) * 1000 for r in (nl, best, led)
+        r.seconds / max(1, len(r.batch_seconds)) * 1000 for r in (nl, top, led)
     )
     say(
         f"  mean time per batch: ledger+nats {nats_ms:.1f} ms = raw publish {raw_ms:.1f} ms + the "
@@ -966,6 +809,7 @@ def report_nats(outcome: Outcome) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.admission",
         description=(
             "Ledger admission throughput against a hand-written INSERT ... ON CONFLICT DO "
             "NOTHING dedupe (SQLite file, and a throwaway PostgreSQL database), with ratios, "
@@ -1007,11 +851,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=os.environ.get("LEDGER_BENCH_NATS_SERVER"),
         help="the nats-server binary to start (default: /usr/sbin/nats-server, else PATH)",
     )
-    parser.add_argument(
-        "--postgres-url",
-        default=os.environ.get("LEDGER_BENCH_POSTGRES_URL", DEFAULT_ADMIN_URL),
-        help="admin URL: the benchmark creates and drops a database of its own there",
-    )
+    harness.add_postgres_url_argument(parser)
     parser.add_argument(
         "--batch-size", type=int, default=DEFAULT_BATCH, help=f"events per batch, 1..{MAX_BATCH}"
     )
@@ -1027,11 +867,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=1800.0,
         help="seconds after which a contender stops early (its figures are marked PARTIAL)",
     )
-    parser.add_argument(
-        "--profile",
-        metavar="PATH",
-        default=None,
-        help="run the ledger under cProfile, write PATH.<backend>.pstats and print the top "
+    harness.add_profile_argument(
+        parser,
+        "run the ledger under cProfile, write PATH.<backend>.pstats and print the top "
         "functions to stderr (distorts the ledger's figures)",
     )
     args = parser.parse_args(argv)
@@ -1042,6 +880,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not 1 <= args.batch_size <= MAX_BATCH:
         parser.error(f"--batch-size must be 1..{MAX_BATCH}")
     return args
+
+
+def start_nats(args: argparse.Namespace, stack: ExitStack) -> NatsServer | None:
+    """The benchmark's own nats-server (stopped when `stack` closes); None if it cannot run."""
+    binary = harness.find_nats_server(args.nats_server)
+    if binary is None:
+        say(
+            "ERROR: --publisher nats needs the nats-server binary "
+            f"({args.nats_server or '/usr/sbin/nats-server or nats-server on PATH'})"
+        )
+        return None
+    version = harness.nats_version(binary)
+    try:
+        server = stack.enter_context(harness.own_nats_server(binary))
+    except (OSError, RuntimeError) as exc:
+        say(f"ERROR: cannot start {binary}: {exc}")
+        return None
+    say(
+        f"NATS: own {version} ({binary}) at {server.url}, JetStream file store in "
+        f"{server.store_dir}; fresh stream per contender; killed at the end"
+    )
+    say(
+        "ledger+nats = prepare + Ledger.admit with LEDGER_PUBLISHER=nats; raw jetstream = "
+        "js.publish of each batch's new identities with Nats-Msg-Id, asyncio.gather per batch"
+    )
+    return server
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1060,62 +924,28 @@ def main(argv: list[str] | None = None) -> int:
         "ledger = prepare + Ledger.admit; baseline(a) = prepare + one INSERT ... ON CONFLICT DO "
         "NOTHING transaction per batch; baseline(b) = that transaction only"
     )
-    say(f"machine: {os.cpu_count()} CPUs, load average at start {load_average()}")
-    nats_server: NatsServer | None = None
-    if args.publisher in ("nats", "both"):
-        binary = find_nats_server(args.nats_server)
-        if binary is None:
-            say(
-                "ERROR: --publisher nats needs the nats-server binary "
-                f"({args.nats_server or '/usr/sbin/nats-server or nats-server on PATH'})"
-            )
-            return 2
-        nats_server = NatsServer(binary)
-        try:
-            nats_server.start()
-        except (OSError, RuntimeError) as exc:
-            nats_server.close()
-            say(f"ERROR: cannot start {binary}: {exc}")
-            return 2
-        say(
-            f"NATS: own {nats_server.version} ({binary}) at {nats_server.url}, JetStream file "
-            f"store in {nats_server.dir}; fresh stream per contender; killed at the end"
-        )
-        say(
-            "ledger+nats = prepare + Ledger.admit with LEDGER_PUBLISHER=nats; raw jetstream = "
-            "js.publish of each batch's new identities with Nats-Msg-Id, asyncio.gather per batch"
-        )
-    try:
-        return run_backends(args, workload, nats_server)
-    finally:
-        if nats_server is not None:
-            nats_server.close()
-
-
-def run_backends(
-    args: argparse.Namespace, workload: Workload, nats_server: NatsServer | None
-) -> int:
-    labels = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
-    outcomes: list[Outcome] = []
-    for label in labels:
-        backend: Backend
-        if label == "sqlite":
-            backend = SQLiteBackend()
-        else:
-            try:
-                backend = PostgresBackend(args.postgres_url)
-            except psycopg.Error as exc:
-                say(f"ERROR: cannot use PostgreSQL at {args.postgres_url}: {exc}")
+    say(f"machine: {os.cpu_count()} CPUs, load average at start {harness.load_average()}")
+    with ExitStack() as stack:
+        nats_server: NatsServer | None = None
+        if args.publisher in ("nats", "both"):
+            nats_server = start_nats(args, stack)
+            if nats_server is None:
                 return 2
-        try:
-            outcomes.append(bench_backend(backend, workload, args, nats_server))
-        except Mismatch as exc:
-            say(f"ERROR: {label}: {exc}")
-            return 3
-        finally:
-            backend.close()
-        report(outcomes[-1])
-    say(f"\n== summary (load average at end {load_average()}; compare ratios, not absolutes)")
+        return run_all(args, workload, nats_server)
+
+
+def run_all(args: argparse.Namespace, workload: Workload, nats_server: NatsServer | None) -> int:
+    code, outcomes = harness.run_backends(
+        args.backend,
+        args.postgres_url,
+        "bench-admission-",
+        lambda databases: bench_backend(backend_for(databases), workload, args, nats_server),
+        report,
+    )
+    if code:
+        return code
+    load = harness.load_average()
+    say(f"\n== summary (load average at end {load}; compare ratios, not absolutes)")
     for outcome in outcomes:
         line = f"  {outcome.label:<8} ledger {outcome.ledger.rate:,.0f} events/s"
         if outcome.baselines["a"]:
@@ -1129,9 +959,9 @@ def run_backends(
         if outcome.nats_ledger is not None:
             line = f"  {outcome.label:<8} ledger+nats {outcome.nats_ledger.rate:,.0f} admissions/s"
             if outcome.baselines["raw"]:
-                best = outcome.best("raw")
+                top = outcome.best("raw")
                 line += (
-                    f"; raw jetstream {best.rate:,.0f} admissions/s ({best.message_rate:,.0f} "
+                    f"; raw jetstream {top.rate:,.0f} admissions/s ({top.message_rate:,.0f} "
                     f"messages/s); ledger+nats/raw jetstream {outcome.nats_ratio:.2f}"
                 )
             say(line)

@@ -1,15 +1,15 @@
 """HTTP load: the real ledger service against a trivial Litestar endpoint, in one run.
 
-    .venv/bin/python benchmarks/http.py                           # SQLite, 10 s per phase
-    .venv/bin/python benchmarks/http.py --backend postgres        # a throwaway PostgreSQL database
-    .venv/bin/python benchmarks/http.py --duration 2 --loadgen python
+    .venv/bin/python -m benchmarks.http                       # SQLite, 10 s per phase
+    .venv/bin/python -m benchmarks.http --backend postgres    # a throwaway PostgreSQL database
+    .venv/bin/python -m benchmarks.http --duration 2 --loadgen python
 
 What one run does (loopback only, every server and load generator is a subprocess):
 
-* starts the real service, `python -m ledger.cli serve`, on a free port against a fresh database
-  (SQLite file in a temporary directory, or a throwaway PostgreSQL database made with
-  `ledger db upgrade` and dropped at the end), embedded publisher, auth off, and waits for
-  /health;
+* starts the real service, `ledger serve` (`python -m service.cli serve`), on a free port
+  against a fresh database (SQLite file in a temporary directory, or a throwaway PostgreSQL
+  database made with `ledger db upgrade` and dropped at the end), embedded publisher, auth off,
+  and waits for /health;
 * starts the ceiling: a trivial Litestar app under uvicorn (1 worker, the same uvicorn settings
   as `ledger serve`) whose POST /v1/windows/{window_id}/admissions decodes the very same body
   into a msgspec Struct and returns it;
@@ -31,51 +31,31 @@ Only the ratios ledger / trivial are meant to be compared: the machine is noisy 
 the load generator. No targets are set yet: the figures are as measured.
 """
 
-# This file is named like the standard library's `http` package, and Python puts the script's
-# directory first on sys.path: drop it before anything (httpx, uvicorn, urllib) imports `http`.
-import sys as _sys
-from pathlib import Path as _Path
+from __future__ import annotations
 
-_HERE = _Path(__file__).resolve().parent
-_sys.path[:] = [p for p in _sys.path if _Path(p or ".").resolve() != _HERE]
-
-# ruff: noqa: E402
 import argparse
 import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-ROOT = _HERE.parent
-HOST = "127.0.0.1"
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+from benchmarks import harness
+from benchmarks.harness import Databases, Server, note, say
+from tests.support import ROOT
+from tests.support.services import HOST
+
 DEFAULT_MAX_REQUESTS = 1_000_000  # per phase: a count bound on top of the time bound
 REQUEST_TIMEOUT_SECONDS = 30.0
-HEALTH_TIMEOUT_SECONDS = 60.0
-QUIET_TIMEOUT_SECONDS = 60.0
 CHECK_TIMEOUT_SECONDS = 60.0
-
-
-def say(*parts: object) -> None:
-    print(*parts, flush=True)
-
-
-def note(*parts: object) -> None:
-    print(*parts, file=sys.stderr, flush=True)
 
 
 # --- the request workload (one definition, used by the Lua script and the Python client) ------
@@ -214,8 +194,9 @@ app = Litestar(route_handlers=[echo, health], debug=False)
 
 if __name__ == "__main__":
     # The same uvicorn settings as `ledger serve`: one process, default loop and HTTP parser.
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
-                access_log=False)
+    # Started as `trivial_app.py --host 127.0.0.1 --port N`, as `ledger serve` is.
+    port = int(sys.argv[sys.argv.index("--port") + 1])
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 '''
 
 
@@ -347,102 +328,7 @@ def loadgen_worker(spec_json: str) -> int:
     return 0
 
 
-# --- processes and measurements ----------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Server:
-    name: str
-    process: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-def start_server(
-    name: str, argv: list[str], port: int, env: dict[str, str], logdir: Path
-) -> Server:
-    log = logdir / f"{name}.log"
-    with open(log, "wb") as handle:
-        process = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env=env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    return Server(name, process, port, log)
-
-
-def wait_healthy(server: Server) -> None:
-    deadline = time.monotonic() + HEALTH_TIMEOUT_SECONDS
-    url = f"http://{HOST}:{server.port}/health"
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(
-                f"{server.name} exited with {server.process.returncode}:\n{server.tail()}"
-            )
-        try:
-            with urllib.request.urlopen(url, timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(
-        f"{server.name} not healthy after {HEALTH_TIMEOUT_SECONDS:.0f} s:\n{server.tail()}"
-    )
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
-
-
-def cpu_seconds(pid: int) -> float | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_quiet(servers: list[Server], interval: float = 0.5, share: float = 0.05) -> float:
-    """Wait (bounded) until every server uses under `share` of a core. Returns seconds waited."""
-    began = time.monotonic()
-    deadline = began + QUIET_TIMEOUT_SECONDS
-    before = [cpu_seconds(s.process.pid) for s in servers]
-    if any(b is None for b in before):
-        time.sleep(1.0)
-        return time.monotonic() - began
-    while time.monotonic() < deadline:
-        time.sleep(interval)
-        after = [cpu_seconds(s.process.pid) for s in servers]
-        if all(
-            a is not None and b is not None and a - b < share * interval
-            for a, b in zip(after, before, strict=True)
-        ):
-            break
-        before = after
-    return time.monotonic() - began
+# --- measurements ------------------------------------------------------------------------------
 
 
 @dataclass
@@ -452,6 +338,7 @@ class Phase:
     connections: int
     batch: int
     result: dict[str, Any]
+    tag: str = ""  # the phase's windows are f"{tag}-w{n}"
 
     @property
     def rps(self) -> float:
@@ -527,12 +414,7 @@ class LoadGenerator:
                 "check": check,
                 "max_requests": self.max_requests,
             }
-            argv = [
-                sys.executable,
-                str(Path(__file__).resolve()),
-                "--loadgen-worker",
-                json.dumps(spec),
-            ]
+            argv = [sys.executable, "-m", "benchmarks.http", "--loadgen-worker", json.dumps(spec)]
             marker = "PYRESULT "
         completed = subprocess.run(
             argv,
@@ -558,47 +440,7 @@ def pick_loadgen(choice: str) -> str:
     return choice
 
 
-# --- the database ------------------------------------------------------------------------------
-
-
-@contextmanager
-def fresh_database(backend: str, admin_url: str, workdir: Path) -> Iterator[str]:
-    if backend == "sqlite":
-        yield f"sqlite:///{workdir / 'ledger.db'}"
-        return
-    import psycopg
-
-    name = f"ledger_http_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
-    finally:
-        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        note(f"dropped database {name}")
-
-
-def ledger_env(database_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
-    env["LEDGER_DATABASE_URL"] = database_url
-    env["LEDGER_PUBLISHER"] = "embedded"
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def db_upgrade(env: dict[str, str]) -> None:
-    completed = subprocess.run(
-        [sys.executable, "-m", "ledger.cli", "db", "upgrade"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if completed.returncode != 0:
-        raise RuntimeError(f"ledger db upgrade failed:\n{completed.stdout}{completed.stderr}")
-    note(completed.stdout.strip())
+# --- the ledger's own count -----------------------------------------------------------------
 
 
 def admitted_server_side(port: int, windows: list[str]) -> dict[str, int]:
@@ -640,205 +482,210 @@ def print_table(phases: list[Phase]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     kind = pick_loadgen(args.loadgen)
-    servers: list[Server] = []
-    workdir = Path(tempfile.mkdtemp(prefix="ledger-http-bench-"))
+    with Databases(args.backend, args.postgres_url, "ledger-http-bench-") as databases:
+        note(harness.ledger_db_upgrade(databases.url))
+        trivial_app = databases.dir / "trivial_app.py"
+        trivial_app.write_text(TRIVIAL_APP)
+        with (
+            harness.serving("ledger", databases.url) as ledger,
+            harness.serving(
+                "trivial", databases.url, [sys.executable, str(trivial_app)]
+            ) as trivial,
+        ):
+            return measure(
+                args, LoadGenerator(kind, databases.dir, args.max_requests), ledger, trivial
+            )
+
+
+WORKLOADS = ("single", "batch")
+
+
+def measure(
+    args: argparse.Namespace, loadgen: LoadGenerator, ledger: Server, trivial: Server
+) -> int:
+    servers = [ledger, trivial]
+    say(
+        f"HTTP load benchmark, backend {args.backend}: the ledger service "
+        f"(`ledger serve`, embedded publisher, auth off) against a trivial Litestar "
+        f"POST echoing a msgspec Struct; uvicorn, 1 worker each, 127.0.0.1"
+    )
+    say(
+        f"load generator: {loadgen.describe()}; {args.duration:g} s per phase; "
+        f"{os.cpu_count()} cores"
+    )
+    labels = {"single": "single event POST", "batch": f"batch of {args.batch_size} POST"}
+    shapes = {"single": (args.connections, 1), "batch": (args.batch_connections, args.batch_size)}
     run_tag = uuid.uuid4().hex[:6]
-    try:
-        with fresh_database(args.backend, args.postgres_url, workdir) as database_url:
-            env = ledger_env(database_url)
-            db_upgrade(env)
-            ledger_port = free_port()
-            ledger = start_server(
-                "ledger",
-                [
-                    sys.executable,
-                    "-m",
-                    "ledger.cli",
-                    "serve",
-                    "--host",
-                    HOST,
-                    "--port",
-                    str(ledger_port),
-                ],
-                ledger_port,
-                env,
-                workdir,
+    phases: dict[str, Phase] = {}
+    ceilings: dict[str, list[Phase]] = {}
+    for key in WORKLOADS:
+        connections, batch = shapes[key]
+        order = [("trivial", trivial, "1"), ("ledger", ledger, ""), ("trivial", trivial, "2")]
+        for target, server, run_no in order:
+            phase = measure_phase(
+                args,
+                servers,
+                loadgen,
+                server,
+                Phase(key, target, connections, batch, {}),
+                label=labels[key],
+                run_no=run_no,
+                tag=f"{key}-{target}{run_no}-{run_tag}",
             )
-            servers.append(ledger)
-            trivial_path = workdir / "trivial_app.py"
-            trivial_path.write_text(TRIVIAL_APP)
-            trivial_port = free_port()
-            trivial = start_server(
-                "trivial",
-                [sys.executable, str(trivial_path), str(trivial_port)],
-                trivial_port,
-                {**os.environ, "PYTHONUNBUFFERED": "1"},
-                workdir,
-            )
-            servers.append(trivial)
-            wait_healthy(ledger)
-            wait_healthy(trivial)
+            if target == "ledger":
+                phases[key] = phase
+            else:
+                ceilings.setdefault(key, []).append(phase)
+            for each in servers:
+                each.check_alive()
 
-            loadgen = LoadGenerator(kind, workdir, args.max_requests)
-            say(
-                f"HTTP load benchmark, backend {args.backend}: the ledger service "
-                f"(`ledger serve`, embedded publisher, auth off) against a trivial Litestar "
-                f"POST echoing a msgspec Struct; uvicorn, 1 worker each, 127.0.0.1"
-            )
-            say(
-                f"load generator: {loadgen.describe()}; {args.duration:g} s per phase; "
-                f"{os.cpu_count()} cores"
-            )
+    best = {key: max(ceilings[key], key=lambda p: p.rps) for key in WORKLOADS}
+    report(args, labels, phases, ceilings, best)
+    failed = say_failures(phases, ceilings)
+    failed = not check_read_side(ledger, phases, args.windows) or failed
+    say("")
+    say(
+        "NOTE: figures are as measured in this run on this machine (noisy, 2 cores shared "
+        "by both servers and the load generator); no targets are set yet. Compare the "
+        "RATIO lines, not the absolute figures. The ledger's handler runs sync in a "
+        "thread and its projection follower runs in the same process during its phases; "
+        "the trivial handler is async and does no I/O."
+    )
+    return 1 if failed else 0
 
-            workloads = [
-                ("single", "single event POST", args.connections, 1),
-                (
-                    "batch",
-                    f"batch of {args.batch_size} POST",
-                    args.batch_connections,
-                    args.batch_size,
-                ),
-            ]
-            phases: list[Phase] = []
-            ceilings: dict[str, list[Phase]] = {}
-            ledger_windows: dict[str, list[str]] = {}
-            for key, label, connections, batch in workloads:
-                order = [
-                    ("trivial", trivial, "1"),
-                    ("ledger", ledger, ""),
-                    ("trivial", trivial, "2"),
-                ]
-                for target, server, run_no in order:
-                    if args.warmup > 0:
-                        wait_quiet(servers)
-                        loadgen.run(
-                            server.port,
-                            duration=args.warmup,
-                            connections=connections,
-                            batch=batch,
-                            windows=args.windows,
-                            tag=f"warm-{key}-{target}{run_no}-{run_tag}",
-                            check="none",
-                        )
-                    waited = wait_quiet(servers)
-                    tag = f"{key}-{target}{run_no}-{run_tag}"
-                    note(
-                        f"... {label}, {target}{run_no and ' run ' + run_no}, "
-                        f"{connections} connections (waited {waited:.1f} s for idle servers)"
-                    )
-                    result = loadgen.run(
-                        server.port,
-                        duration=args.duration,
-                        connections=connections,
-                        batch=batch,
-                        windows=args.windows,
-                        tag=tag,
-                        check="ledger" if target == "ledger" else "none",
-                    )
-                    phase = Phase(key, target, connections, batch, result)
-                    if target == "ledger":
-                        ledger_windows[key] = [f"{tag}-w{w}" for w in range(args.windows)]
-                        phases.append(phase)
-                    else:
-                        ceilings.setdefault(key, []).append(phase)
-                    for server_ in servers:
-                        if server_.process.poll() is not None:
-                            raise RuntimeError(f"{server_.name} died:\n{server_.tail()}")
 
-            # The table: the ceiling is the better of its two runs.
-            rows: list[Phase] = []
-            best: dict[str, Phase] = {}
-            for key, label, _, _ in workloads:
-                best[key] = max(ceilings[key], key=lambda p: p.rps)
-                ledger_phase = next(p for p in phases if p.workload == key)
-                rows.append(
-                    Phase(
-                        label,
-                        "trivial (best)",
-                        best[key].connections,
-                        best[key].batch,
-                        best[key].result,
-                    )
-                )
-                rows.append(
-                    Phase(
-                        label,
-                        f"ledger {args.backend}",
-                        ledger_phase.connections,
-                        ledger_phase.batch,
-                        ledger_phase.result,
-                    )
-                )
-            say("")
-            print_table(rows)
-            say("")
-            for key, _label, _, _ in workloads:
-                runs = ", ".join(f"{p.rps:,.0f}" for p in ceilings[key])
-                say(f"trivial {key} runs (before, after the ledger): {runs} req/s; best used")
+def measure_phase(
+    args: argparse.Namespace,
+    servers: list[Server],
+    loadgen: LoadGenerator,
+    server: Server,
+    phase: Phase,
+    *,
+    label: str,
+    run_no: str,
+    tag: str,
+) -> Phase:
+    """One measured phase on one server (after an unmeasured warm-up), once both are idle."""
+    target = phase.target
+    if args.warmup > 0:
+        harness.wait_quiet(servers)
+        loadgen.run(
+            server.port,
+            duration=args.warmup,
+            connections=phase.connections,
+            batch=phase.batch,
+            windows=args.windows,
+            tag=f"warm-{tag}",
+            check="none",
+        )
+    waited = harness.wait_quiet(servers)
+    note(
+        f"... {label}, {target}{run_no and ' run ' + run_no}, "
+        f"{phase.connections} connections (waited {waited:.1f} s for idle servers)"
+    )
+    phase.result = loadgen.run(
+        server.port,
+        duration=args.duration,
+        connections=phase.connections,
+        batch=phase.batch,
+        windows=args.windows,
+        tag=tag,
+        check="ledger" if target == "ledger" else "none",
+    )
+    phase.tag = tag
+    return phase
 
-            single = next(p for p in phases if p.workload == "single")
-            batch_phase = next(p for p in phases if p.workload == "batch")
-            say("")
-            say(
-                f"RATIO {args.backend} single-event ledger/trivial req/s = "
-                f"{single.rps / best['single'].rps:.3f} "
-                f"(p50 {single.result['p50_ms']:.1f} vs {best['single'].result['p50_ms']:.1f} ms, "
-                f"p99 {single.result['p99_ms']:.1f} vs {best['single'].result['p99_ms']:.1f} ms, "
-                f"{single.connections} connections)"
-            )
-            say(
-                f"RATIO {args.backend} batch-{args.batch_size} ledger/trivial events/s = "
-                f"{batch_phase.events_per_s / best['batch'].events_per_s:.3f} "
-                f"({batch_phase.events_per_s:,.0f} vs {best['batch'].events_per_s:,.0f} events/s, "
-                f"{batch_phase.connections} connections)"
-            )
 
-            # Every ledger request must have been answered ADMITTED, and the ledger must agree.
-            failed = False
-            for phase in phases + [p for ps in ceilings.values() for p in ps]:
-                if phase.failures:
-                    failed = True
-                    say(f"FAILED {phase.workload} {phase.target}: {phase.result}")
-            checks = []
-            for phase in phases:
-                confirmed = int(phase.result["ok"]) * phase.batch
-                deadline = time.monotonic() + CHECK_TIMEOUT_SECONDS
-                while True:
-                    totals = admitted_server_side(ledger.port, ledger_windows[phase.workload])
-                    if totals["admitted"] >= confirmed or time.monotonic() > deadline:
-                        break
-                    time.sleep(0.5)
-                good = (
-                    totals["admitted"] >= confirmed
-                    and totals["duplicates"] == 0
-                    and totals["quarantined"] == 0
-                    and totals["publish_unknown"] == 0
-                )
-                failed = failed or not good
-                checks.append(
-                    f"{phase.workload}: {totals['admitted']:,} admitted on the read side for "
-                    f"{confirmed:,} answered ADMITTED, {totals['duplicates']} duplicates, "
-                    f"{totals['quarantined']} quarantined, {totals['publish_unknown']} "
-                    f"publish-unknown: {'ok' if good else 'WRONG'}"
-                )
-            say("CHECK " + "; ".join(checks))
-            say("")
-            say(
-                "NOTE: figures are as measured in this run on this machine (noisy, 2 cores shared "
-                "by both servers and the load generator); no targets are set yet. Compare the "
-                "RATIO lines, not the absolute figures. The ledger's handler runs sync in a "
-                "thread and its projection follower runs in the same process during its phases; "
-                "the trivial handler is async and does no I/O."
-            )
-            return 1 if failed else 0
-    finally:
-        for server in servers:
-            stop(server.process)
-        shutil.rmtree(workdir, ignore_errors=True)
+def report(
+    args: argparse.Namespace,
+    labels: dict[str, str],
+    phases: dict[str, Phase],
+    ceilings: dict[str, list[Phase]],
+    best: dict[str, Phase],
+) -> None:
+    """The table (the ceiling is the better of its two runs) and the RATIO lines."""
+    rows: list[Phase] = []
+    for key in WORKLOADS:
+        top, led = best[key], phases[key]
+        rows.append(Phase(labels[key], "trivial (best)", top.connections, top.batch, top.result))
+        rows.append(
+            Phase(labels[key], f"ledger {args.backend}", led.connections, led.batch, led.result)
+        )
+    say("")
+    print_table(rows)
+    say("")
+    for key in WORKLOADS:
+        runs = ", ".join(f"{p.rps:,.0f}" for p in ceilings[key])
+        say(f"trivial {key} runs (before, after the ledger): {runs} req/s; best used")
+    single, top_single = phases["single"], best["single"]
+    batch, top_batch = phases["batch"], best["batch"]
+    say("")
+    harness.say_ratio(
+        args.backend,
+        "single-event ledger/trivial req/s",
+        harness.ratio(single.rps, top_single.rps),
+        f"(p50 {single.result['p50_ms']:.1f} vs {top_single.result['p50_ms']:.1f} ms, "
+        f"p99 {single.result['p99_ms']:.1f} vs {top_single.result['p99_ms']:.1f} ms, "
+        f"{single.connections} connections)",
+        digits=3,
+        gap=" ",
+    )
+    harness.say_ratio(
+        args.backend,
+        f"batch-{args.batch_size} ledger/trivial events/s",
+        harness.ratio(batch.events_per_s, top_batch.events_per_s),
+        f"({batch.events_per_s:,.0f} vs {top_batch.events_per_s:,.0f} events/s, "
+        f"{batch.connections} connections)",
+        digits=3,
+        gap=" ",
+    )
+
+
+def say_failures(phases: dict[str, Phase], ceilings: dict[str, list[Phase]]) -> bool:
+    """Every ledger request must have been answered ADMITTED (and every trivial one 200)."""
+    failed = False
+    for phase in [*phases.values(), *(p for ps in ceilings.values() for p in ps)]:
+        if phase.failures:
+            failed = True
+            say(f"FAILED {phase.workload} {phase.target}: {phase.result}")
+    return failed
+
+
+def check_read_side(ledger: Server, phases: dict[str, Phase], windows: int) -> bool:
+    """The ledger's read side must count at least every event answered ADMITTED, and no
+    duplicates, quarantines or unknown publishes."""
+    checks = []
+    all_good = True
+    for phase in phases.values():
+        confirmed = int(phase.result["ok"]) * phase.batch
+        names = [f"{phase.tag}-w{w}" for w in range(windows)]
+        deadline = time.monotonic() + CHECK_TIMEOUT_SECONDS
+        while True:
+            totals = admitted_server_side(ledger.port, names)
+            if totals["admitted"] >= confirmed or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        good = (
+            totals["admitted"] >= confirmed
+            and totals["duplicates"] == 0
+            and totals["quarantined"] == 0
+            and totals["publish_unknown"] == 0
+        )
+        all_good = all_good and good
+        checks.append(
+            f"{phase.workload}: {totals['admitted']:,} admitted on the read side for "
+            f"{confirmed:,} answered ADMITTED, {totals['duplicates']} duplicates, "
+            f"{totals['quarantined']} quarantined, {totals['publish_unknown']} "
+            f"publish-unknown: {'ok' if good else 'WRONG'}"
+        )
+    say("CHECK " + "; ".join(checks))
+    return all_good
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.http", description=__doc__.split("\n\n")[0] if __doc__ else None
+    )
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
     parser.add_argument(
         "--connections", type=int, default=32, help="concurrent connections, single-event workload"
@@ -849,11 +696,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--windows", type=int, default=4, help="windows per phase")
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
-    parser.add_argument(
-        "--postgres-url",
-        default=DEFAULT_ADMIN_URL,
-        help="admin URL; a throwaway database is created and dropped",
-    )
+    harness.add_postgres_url_argument(parser)
     parser.add_argument(
         "--loadgen",
         choices=["auto", "wrk", "python"],

@@ -1,7 +1,7 @@
 """Read-side throughput: rebuilding the projections against reading the notification log raw.
 
-    .venv/bin/python benchmarks/projections.py          # 100,000 admissions, both backends
-    .venv/bin/python benchmarks/projections.py --backend postgres --profile /tmp/rebuild
+    .venv/bin/python -m benchmarks.projections          # 100,000 admissions, both backends
+    .venv/bin/python -m benchmarks.projections --backend postgres --profile /tmp/rebuild
 
 For each backend, in one run and one process, on a database of its own (an SQLite file in a
 temporary directory; a PostgreSQL database created for the run and dropped at the end):
@@ -37,42 +37,31 @@ The machine is noisy: compare the ratios printed by one run, not absolute figure
 from __future__ import annotations
 
 import argparse
-import cProfile
 import hashlib
-import os
-import pstats
 import random
 import sqlite3
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-# Run as a script, this file's folder is first on sys.path, and this file would then shadow the
-# `projections` package it measures: the project root goes in front of it.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import psycopg
-from psycopg import sql
 from sqlalchemy import select
 
+from benchmarks import harness
+from benchmarks.harness import Databases, Timed, Void, note, say
 from ledger.admissions import MAX_BATCH, AdmissionIn, SourceIn, prepare
-from ledger.bootstrap import Services, build_services
-from ledger.settings import Settings
+from projections.follower import ProjectionRunner
 from projections.migrate import upgrade
-from projections.runner import ProjectionRunner
 from projections.store import create_read_store
+from service.composition import Services, build_services
+from service.settings import Settings
 
 DEFAULT_EVENTS = 100_000
 DEFAULT_BATCH = 500
 DEFAULT_WINDOWS = 10
 DEFAULT_SEED = 20261126
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 READ_PAGE = 1000  # the runner's page
 DUPLICATE_SHARE = 0.10
 MISMATCH_SHARE = 0.01
@@ -81,18 +70,6 @@ TARGET_RATIO = 0.25  # rebuild events/s per projection pass / raw read events/s,
 EVENT_TYPES = ("order.created", "order.paid", "order.shipped")
 CURRENCIES = ("EUR", "USD", "GBP", "CHF")
 PROFILE_TOP = 15
-
-
-def say(*parts: object) -> None:
-    print(*parts, flush=True)
-
-
-def note(*parts: object) -> None:
-    print(*parts, file=sys.stderr, flush=True)
-
-
-class Invalid(Exception):
-    """A stored or projected result is not what the workload implies: the figures are void."""
 
 
 # --- workload ---------------------------------------------------------------------------------
@@ -186,94 +163,40 @@ class Workload:
         return self.events + self.windows + len(self.closed)
 
 
-# --- backends ---------------------------------------------------------------------------------
+# --- the database -----------------------------------------------------------------------------
 
 
-class Backend:
-    label = ""
-    url = ""
-
-    def describe(self) -> str:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-
-class SQLiteBackend(Backend):
-    label = "sqlite"
-
-    def __init__(self) -> None:
-        self._tmp = tempfile.TemporaryDirectory(prefix="bench-projections-")
-        self.path = Path(self._tmp.name) / "ledger.db"
-        self.url = f"sqlite:///{self.path}"
-
-    def describe(self) -> str:
-        return (
-            f"SQLite {sqlite3.sqlite_version}, file {self.path} (WAL; events and read models in "
-            "the same file, as deployed)"
-        )
-
-    def close(self) -> None:
-        self._tmp.cleanup()
-
-
-class PostgresBackend(Backend):
-    label = "postgres"
-
-    def __init__(self, admin_url: str) -> None:
-        self.admin_url = admin_url
-        self.dbname = f"bench_projections_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
-            self.server = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.dbname)))
-        self.url = urlunsplit(urlsplit(admin_url)._replace(path=f"/{self.dbname}"))
-
-    def describe(self) -> str:
-        parts = urlsplit(self.url)
-        return (
-            f"PostgreSQL {self.server} at {parts.hostname}:{parts.port or 5432}, throwaway "
-            f"database {self.dbname} (dropped at the end)"
-        )
-
-    def close(self) -> None:
-        with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(self.dbname)
-                )
-            )
+def describe(databases: Databases) -> str:
+    if databases.backend == "postgres":
+        return databases.describe_postgres()
+    return (
+        f"SQLite {sqlite3.sqlite_version}, file {databases.dir / 'ledger.db'} (WAL; events and "
+        "read models in the same file, as deployed)"
+    )
 
 
 # --- the measured passes ----------------------------------------------------------------------
-
-
-@dataclass
-class Timed:
-    events: int
-    seconds: float
-
-    @property
-    def rate(self) -> float:
-        return self.events / self.seconds if self.seconds else 0.0
 
 
 def raw_read(services: Services, head: int, decode: bool = False) -> Timed:
     """Every notification from the start to the head, in the runner's pages (and decoded)."""
     recorder = services.ledger.recorder
     transcoder = services.ledger.mapper.transcoder
-    after, events = 0, 0
-    t0 = time.perf_counter()
-    while after < head:
-        page = recorder.select_notifications(after, READ_PAGE, inclusive_of_start=False)
-        if not page:
-            break
-        if decode:
-            for n in page:
-                transcoder.decode(n.state)
-        events += len(page)
-        after = page[-1].id
-    return Timed(events, time.perf_counter() - t0)
+
+    def read() -> int:
+        after, events = 0, 0
+        while after < head:
+            page = recorder.select_notifications(after, READ_PAGE, inclusive_of_start=False)
+            if not page:
+                break
+            if decode:
+                for n in page:
+                    transcoder.decode(n.state)
+            events += len(page)
+            after = page[-1].id
+        return events
+
+    return Timed(*harness.timed(read))
 
 
 class Progress:
@@ -283,7 +206,7 @@ class Progress:
         self.label, self.head, self.names = label, head, names
         self.total = head * len(names)
         self.done = 0
-        self.next_report = 1
+        self.tenths = harness.Tenths(self.total)
         self.t0 = time.perf_counter()
         self.pass_ends: list[float] = []
 
@@ -293,31 +216,29 @@ class Progress:
             len(self.pass_ends) + 1
         ):
             self.pass_ends.append(time.perf_counter() - self.t0)
-        tenths = self.done * 10 // self.total if self.total else 10
-        if tenths >= self.next_report:
+        tenths = self.tenths.crossed(self.done)
+        if tenths is not None:
             elapsed = time.perf_counter() - self.t0
             note(
-                f"[{self.label}] rebuild: {min(tenths, 10) * 10:3d}% "
+                f"[{self.label}] rebuild: {tenths * 10:3d}% "
                 f"{self.done:,}/{self.total:,} projection-events, {elapsed:.1f} s"
             )
-            self.next_report = tenths + 1
 
 
 def fill(label: str, services: Services, workload: Workload) -> float:
     """Admit the workload and close some windows; return the seconds it took."""
     total = workload.n_batches
-    next_report = 1
+    progress = harness.Tenths(total)
     t0 = time.perf_counter()
     for i, (window_id, items) in enumerate(workload.batches(), start=1):
         services.ledger.admit(window_id, prepare(window_id, items))
-        tenths = i * 10 // total
-        if tenths >= next_report:
+        tenths = progress.crossed(i)
+        if tenths is not None:
             elapsed = time.perf_counter() - t0
             note(
                 f"[{label}] fill: {tenths * 10:3d}% {i:,}/{total:,} batches, {elapsed:.1f} s "
                 f"({min(i * workload.batch_size, workload.events) / elapsed:,.0f} admissions/s)"
             )
-            next_report = tenths + 1
     for window_id in workload.closed:
         services.ledger.close_window(window_id)
     return time.perf_counter() - t0
@@ -328,10 +249,10 @@ def check_write_side(services: Services, workload: Workload) -> None:
         counts = services.ledger.get_window(window_id).counts()
         got = {k: counts[k] for k in want}
         if got != want:
-            raise Invalid(f"write side of {window_id}: counts {got}, expected {want}")
+            raise Void(f"write side of {window_id}: counts {got}, expected {want}")
     for window_id in workload.closed:
         if not services.ledger.get_window(window_id).is_closed:
-            raise Invalid(f"{window_id} should be closed")
+            raise Void(f"{window_id} should be closed")
 
 
 def snapshot(services: Services) -> dict[str, str]:
@@ -355,10 +276,10 @@ def check_read_side(
     positions = services.runner.positions()
     behind = {name: p for name, p in positions.items() if p != head}
     if behind:
-        raise Invalid(f"after the rebuild, positions {behind} are not the head {head}")
+        raise Void(f"after the rebuild, positions {behind} are not the head {head}")
     after = snapshot(services)
     if after != before:
-        raise Invalid(
+        raise Void(
             f"the rebuilt tables differ from the incrementally built ones: {before} -> {after}"
         )
     for window_id in workload.window_ids:
@@ -366,13 +287,11 @@ def check_read_side(
         write = services.ledger.receipt(window_id)
         for key in ("status", "counts", "bus_offsets", "source_offsets", "events", "chain_head"):
             if read[key] != write[key]:
-                raise Invalid(
-                    f"{window_id} {key}: read side {read[key]!r}, write side {write[key]!r}"
-                )
+                raise Void(f"{window_id} {key}: read side {read[key]!r}, write side {write[key]!r}")
         if read["gate"] != write["gate"]:
-            raise Invalid(f"{window_id} gate: read side {read['gate']}, write side {write['gate']}")
+            raise Void(f"{window_id} gate: read side {read['gate']}, write side {write['gate']}")
         if window_id in workload.closed and read["gate"] != "PASS":
-            raise Invalid(f"{window_id} is closed but its gate reads {read['gate']}")
+            raise Void(f"{window_id} is closed but its gate reads {read['gate']}")
 
 
 # --- one backend ------------------------------------------------------------------------------
@@ -392,29 +311,28 @@ class Outcome:
 
     @property
     def read(self) -> Timed:
-        return max(self.reads, key=lambda r: r.rate)
+        return harness.best(self.reads)
 
     @property
     def decode(self) -> Timed:
-        return max(self.decodes, key=lambda r: r.rate)
+        return harness.best(self.decodes)
 
     @property
     def rebuild_rate(self) -> float:
-        work = self.head * len(self.projections)
-        return work / self.rebuild_seconds if self.rebuild_seconds else 0.0
+        return harness.per_second(self.head * len(self.projections), self.rebuild_seconds)
 
     @property
     def ratio(self) -> float:
-        return self.rebuild_rate / self.read.rate if self.read.rate else 0.0
+        return harness.ratio(self.rebuild_rate, self.read.rate)
 
     @property
     def verdict(self) -> str:
-        return "PASS" if self.ratio >= TARGET_RATIO else "MISS"
+        return harness.verdict(self.ratio, TARGET_RATIO)
 
 
 def migrated_services(url: str) -> Services:
     settings = Settings(database_url=url)
-    store = create_read_store(settings)
+    store = create_read_store(settings.database_url)
     try:
         upgrade(store)
     finally:
@@ -423,28 +341,20 @@ def migrated_services(url: str) -> Services:
 
 
 def profile_rebuild(label: str, runner: ProjectionRunner, path: str) -> None:
-    profiler = cProfile.Profile()
-    profiler.enable()
-    t0 = time.perf_counter()
-    runner.rebuild()
-    seconds = time.perf_counter() - t0
-    profiler.disable()
+    (_, seconds), profiler = harness.profiled(lambda: harness.timed(runner.rebuild))
     out = Path(path).with_suffix(f".{label}.pstats")
-    profiler.dump_stats(out)
-    note(
+    heading = (
         f"[{label}] profiled rebuild (extra, not scored): {seconds:.2f} s under cProfile; "
         f"stats written to {out}; top {PROFILE_TOP} by tottime:"
     )
-    stats = pstats.Stats(profiler, stream=sys.stderr)
-    stats.sort_stats("tottime").print_stats(PROFILE_TOP)
-    stats.sort_stats("cumulative").print_stats(30)
+    harness.write_profile(profiler, out, heading, top=PROFILE_TOP)
 
 
-def bench_backend(backend: Backend, workload: Workload, args: argparse.Namespace) -> Outcome:
-    label = backend.label
-    say(f"\n== {label}: {backend.describe()}")
+def bench_backend(databases: Databases, workload: Workload, args: argparse.Namespace) -> Outcome:
+    label = databases.backend
+    say(f"\n== {label}: {describe(databases)}")
 
-    services = migrated_services(backend.url)
+    services = migrated_services(databases.url)
     try:
         note(f"[{label}] filling the ledger ...")
         fill_seconds = fill(label, services, workload)
@@ -458,7 +368,7 @@ def bench_backend(backend: Backend, workload: Workload, args: argparse.Namespace
     finally:
         services.close()
 
-    services = build_services(Settings(database_url=backend.url))  # a fresh runner, as the CLI
+    services = build_services(Settings(database_url=databases.url))  # a fresh runner, as the CLI
     try:
         runner = services.runner
         names = [p.name for p in runner.projections]
@@ -472,13 +382,13 @@ def bench_backend(backend: Backend, workload: Workload, args: argparse.Namespace
             f"catch-up (all {len(names)} projections per page) {catch_up_seconds:.1f} s"
         )
         if head != workload.expected_log_events():
-            raise Invalid(f"head {head} is not the expected {workload.expected_log_events()}")
+            raise Void(f"head {head} is not the expected {workload.expected_log_events()}")
 
         def read_both(when: str) -> None:
             note(f"[{label}] raw read ({when}) ...")
             outcome.reads.append(raw_read(services, head))
             if outcome.reads[-1].events != head:
-                raise Invalid(f"raw read saw {outcome.reads[-1].events} events, head is {head}")
+                raise Void(f"raw read saw {outcome.reads[-1].events} events, head is {head}")
             outcome.decodes.append(raw_read(services, head, decode=True))
             say(
                 f"  run: raw read ({when})  {outcome.reads[-1].rate:>10,.0f} events/s "
@@ -540,8 +450,8 @@ def report(o: Outcome) -> None:
         f"  live catch-up            {live:>10,.0f} events/s  (for information: one read per "
         "page, all projections applied)"
     )
-    say(
-        f"RATIO {o.label} rebuild/raw read = {o.ratio:.2f}  (target >= {TARGET_RATIO}: {o.verdict})"
+    harness.say_ratio(
+        o.label, "rebuild/raw read", o.ratio, harness.target_note(o.ratio, TARGET_RATIO)
     )
 
 
@@ -550,6 +460,7 @@ def report(o: Outcome) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.projections",
         description=(
             "Projection rebuild throughput (log events per second per projection pass) against "
             "the raw speed of reading the notification log, on a fresh SQLite file and a "
@@ -559,11 +470,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--events", type=int, default=DEFAULT_EVENTS, help="admissions to fill")
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
-    parser.add_argument(
-        "--postgres-url",
-        default=os.environ.get("LEDGER_BENCH_POSTGRES_URL", DEFAULT_ADMIN_URL),
-        help="admin URL: the benchmark creates and drops a database of its own there",
-    )
+    harness.add_postgres_url_argument(parser)
     parser.add_argument(
         "--windows",
         type=int,
@@ -577,11 +484,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"admissions per batch, 1..{MAX_BATCH}",
     )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="workload seed")
-    parser.add_argument(
-        "--profile",
-        metavar="PATH",
-        default=None,
-        help="after the measured run, rebuild once more under cProfile (not scored), write "
+    harness.add_profile_argument(
+        parser,
+        "after the measured run, rebuild once more under cProfile (not scored), write "
         "PATH.<backend>.pstats and print the top functions to stderr",
     )
     args = parser.parse_args(argv)
@@ -615,26 +520,15 @@ def main(argv: list[str] | None = None) -> int:
         "projection, scored as head x projections / wall seconds (log events per second per "
         "projection pass); RATIO = rebuild / raw read"
     )
-    labels = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
-    outcomes: list[Outcome] = []
-    for label in labels:
-        backend: Backend
-        if label == "sqlite":
-            backend = SQLiteBackend()
-        else:
-            try:
-                backend = PostgresBackend(args.postgres_url)
-            except psycopg.Error as exc:
-                say(f"ERROR: cannot use PostgreSQL at {args.postgres_url}: {exc}")
-                return 2
-        try:
-            outcomes.append(bench_backend(backend, workload, args))
-        except Invalid as exc:
-            say(f"ERROR: {label}: {exc}")
-            return 3
-        finally:
-            backend.close()
-        report(outcomes[-1])
+    code, outcomes = harness.run_backends(
+        args.backend,
+        args.postgres_url,
+        "bench-projections-",
+        lambda databases: bench_backend(databases, workload, args),
+        report,
+    )
+    if code:
+        return code
     say("\n== summary")
     for o in outcomes:
         say(

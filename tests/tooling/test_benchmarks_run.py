@@ -1,0 +1,98 @@
+"""The benchmarks run end to end at a tiny size, as `python -m benchmarks.NAME`. No timing is
+asserted: only that each finishes, checks its own results (it exits non-zero if they are wrong:
+stored identities, the rebuilt read models, a ledger request not answered ADMITTED) and prints
+the lines the README quotes (ratios, flatness, memory)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.nats import nats_server_binary
+from tests.support.services import ADMIN_URL, missing_service, postgres_available
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_benchmark(name: str, *args: str, timeout: float = 300) -> str:
+    """`python -m benchmarks.NAME ARGS...` from the project root; its stdout once it exited 0."""
+    completed = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{name}", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    return completed.stdout
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_the_admission_benchmark_runs_at_a_tiny_size_and_prints_its_ratio_lines(
+    backend: str,
+) -> None:
+    if backend == "postgres":
+        reason = postgres_available()
+        if reason:
+            missing_service(reason)  # fails under CI=true, skips loudly elsewhere
+    output = run_benchmark(
+        "admission", "--events", "2000", "--backend", backend, "--postgres-url", ADMIN_URL
+    )
+    assert f"RATIO {backend} ledger/baseline(a) same work" in output
+    assert f"RATIO {backend} ledger/baseline(b) raw insert" in output
+    assert f"FLATNESS {backend} ledger:" in output
+    assert f"MEMORY {backend} ledger:" in output
+
+
+def test_the_admission_benchmark_runs_with_the_nats_publisher_and_prints_its_ratio_line() -> None:
+    # The benchmark starts (and kills) a nats-server of its own: it only needs the binary.
+    binary = nats_server_binary()
+    if binary is None:
+        missing_service("the nats-server binary is missing (the benchmark starts its own)")
+    assert binary is not None
+    output = run_benchmark(
+        "admission",
+        "--events",
+        "2000",
+        "--backend",
+        "sqlite",
+        "--publisher",
+        "nats",
+        "--nats-server",
+        binary,
+    )
+    assert re.search(
+        r"^RATIO sqlite ledger\+nats/raw jetstream = \d+\.\d\d \(target >= 0\.5: (PASS|MISS)\)$",
+        output,
+        re.MULTILINE,
+    ), output
+    assert re.search(
+        r"^NATS sqlite: ledger embedded [\d,]+ admissions/s; ledger\+nats [\d,]+ admissions/s; "
+        r"raw jetstream [\d,]+ admissions/s",
+        output,
+        re.MULTILINE,
+    ), output
+    assert "ledger+nats stream BENCH_SQLITE_LEDGER_" in output  # the stream holds what it admitted
+
+
+def test_the_http_benchmark_runs_for_two_seconds_a_phase_on_sqlite_and_prints_its_ratio_lines() -> (
+    None
+):
+    # wrk when installed, else the benchmark's own Python load generator: it never needs to skip.
+    output = run_benchmark("http", "--duration", "2", "--backend", "sqlite", timeout=600)
+    assert "RATIO sqlite single-event ledger/trivial req/s = " in output
+    assert "RATIO sqlite batch-500 ledger/trivial events/s = " in output
+    assert "CHECK single: " in output
+    assert "no targets are set yet" in output
+
+
+def test_the_projections_benchmark_runs_at_a_tiny_size_and_prints_its_ratio_line() -> None:
+    output = run_benchmark("projections", "--events", "2000", "--backend", "sqlite")
+    assert "RATIO sqlite rebuild/raw read = " in output
+    assert "(target >= 0.25: " in output
