@@ -133,9 +133,9 @@ def _judge_outcome(
             record_admitted(window, a, outcome.offset, a.source)
         admitted = Known(IdentityState.ADMITTED, a.payload_hash, outcome.offset)
         return Verdict.ADMITTED, outcome.offset, admitted
-    if isinstance(outcome, Superseded):
+    if isinstance(outcome, Superseded) and outcome.original.message is not None:
         original = outcome.original.message
-        if was_unknown or original is None:
+        if was_unknown:
             return Verdict.PUBLISH_UNKNOWN, None, None
         # Another writer published this identity first with another payload and has not
         # recorded it here: the bus's message is the truth; adopt it, judge ours against it.
@@ -145,16 +145,28 @@ def _judge_outcome(
         return Verdict.QUARANTINED, None, adopted
     if was_unknown:
         return Verdict.PUBLISH_UNKNOWN, None, None
+    # Unknown, or the bus holds a message under this id whose body is not a ledger admission:
+    # either way the outcome is not known, and the window must not close over it (fail-closed).
     window.record_publish_unknown(
         identity=a.identity,
         event_type=a.event_type,
         event_id=a.event_id,
         payload=a.payload,
         payload_hash=a.payload_hash,
-        reason=outcome.reason,
+        reason=_reason(outcome),
         source=a.source,
     )
     return Verdict.PUBLISH_UNKNOWN, None, Known(IdentityState.UNKNOWN, a.payload_hash)
+
+
+def _reason(outcome: PublishOutcome) -> str:
+    if isinstance(outcome, Superseded):
+        return (
+            f"the bus holds a message under this id at {outcome.offset} whose body is not a "
+            "ledger admission"
+        )
+    assert not isinstance(outcome, Published)
+    return outcome.reason
 
 
 def judge_closed(

@@ -55,6 +55,9 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             # The library's database-function insert path skips _insert_stored_events, where
             # the index is written: refuse rather than silently stop indexing.
             raise ValueError("POSTGRES_ENABLE_DB_FUNCTIONS is not supported by the ledger")
+        if self.datastore.originator_id_type != "uuid":
+            # Window ids are UUIDs (ledger.domain.window_uuid); the statements below cast to uuid.
+            raise ValueError("POSTGRES_ORIGINATOR_ID_TYPE must be uuid for the ledger")
         # Pooled connections taught the array wrappers of the write path (pgarrays).
         self._taught: weakref.WeakSet[Connection[Any]] = weakref.WeakSet()
         prefix = events_table_name.removesuffix("_events")
