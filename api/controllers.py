@@ -10,8 +10,9 @@ from typing import Annotated, Any
 import anyio.to_thread
 import msgspec
 from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import JSONBody, Parameter
 
 from api.auth import requires
 from api.metrics import LedgerMetrics
@@ -44,6 +45,9 @@ WindowIdQuery = Annotated[
     str | None, Parameter(pattern=NAME_PATTERN, max_length=128, required=False)
 ]
 Limit = Annotated[int, Parameter(ge=1, le=1000)]
+# Injected by name from the app's dependencies (api.app).
+ServicesDep = NamedDependency[Services]
+MetricsDep = NamedDependency[LedgerMetrics]
 
 
 def _errors(*codes: int) -> dict[int, ResponseSpec]:
@@ -69,10 +73,10 @@ class AdmissionsController(Controller):
     async def admit(
         self,
         window_id: WindowId,
-        data: AdmissionRequest,
+        data: JSONBody[AdmissionRequest],
         request: Request[Any, Any, Any],
-        services: Services,
-        metrics: LedgerMetrics,
+        services: ServicesDep,
+        metrics: MetricsDep,
     ) -> AdmissionResponse:
         # Litestar converts leniently ("1" -> 1); the contract says wrong types are a 400, so
         # the body (already read and cached) is decoded again, strictly. `data` declares the
@@ -81,8 +85,11 @@ class AdmissionsController(Controller):
             strict = _strict_admissions(await request.body())
         except msgspec.ValidationError as exc:
             raise InvalidAdmission(str(exc)) from None
-        admissions = prepare(window_id, strict.events)
-        results = await anyio.to_thread.run_sync(services.ledger.admit, window_id, admissions)
+        # Validating and hashing up to 1,000 payloads is CPU work: in the thread, with the
+        # command, not on the event loop.
+        results = await anyio.to_thread.run_sync(
+            lambda: services.ledger.admit(window_id, prepare(window_id, strict.events))
+        )
         services.runner.wake()  # the read side applies it now rather than at the next poll
         counts = Counter(r.verdict.value for r in results)
         for verdict, n in counts.items():
@@ -109,7 +116,7 @@ class WindowsController(Controller):
         summary="List windows",
     )
     def list_windows(
-        self, services: Services, after: WindowIdQuery = None, limit: Limit = 100
+        self, services: ServicesDep, after: WindowIdQuery = None, limit: Limit = 100
     ) -> WindowPage:
         items, next_cursor = services.read.windows(after, limit)
         return msgspec.convert({"items": items, "next": next_cursor}, WindowPage)
@@ -121,7 +128,7 @@ class WindowsController(Controller):
         responses=_errors(401, 403, 404),
         summary="One window's summary (its receipt)",
     )
-    def get_window(self, window_id: WindowId, services: Services) -> Receipt:
+    def get_window(self, window_id: WindowId, services: ServicesDep) -> Receipt:
         return msgspec.convert(services.receipt(check_window_id(window_id)), Receipt)
 
     @post(
@@ -132,7 +139,7 @@ class WindowsController(Controller):
         responses=_errors(401, 403, 404, 409, 503),
         summary="Close the window",
     )
-    def close(self, window_id: WindowId, services: Services) -> Receipt:
+    def close(self, window_id: WindowId, services: ServicesDep) -> Receipt:
         return msgspec.convert(services.close_window(check_window_id(window_id)), Receipt)
 
     @get(
@@ -144,7 +151,7 @@ class WindowsController(Controller):
         media_type="application/json",
     )
     def receipt(
-        self, window_id: WindowId, services: Services, request: Request[Any, Any, Any]
+        self, window_id: WindowId, services: ServicesDep, request: Request[Any, Any, Any]
     ) -> Response[Any]:
         receipt = services.receipt(check_window_id(window_id))
         if "text/markdown" in request.headers.get("accept", ""):
@@ -159,7 +166,7 @@ class WindowsController(Controller):
         responses=_errors(401, 403, 404),
         summary="The window's gate",
     )
-    def gate(self, window_id: WindowId, services: Services) -> GateOut:
+    def gate(self, window_id: WindowId, services: ServicesDep) -> GateOut:
         return msgspec.convert(services.gate(check_window_id(window_id)), GateOut)
 
     @get(
@@ -173,7 +180,7 @@ class WindowsController(Controller):
         summary="Admitted events in offset order, only for a PASS window",
     )
     def admitted(
-        self, window_id: WindowId, services: Services, after: After = None, limit: Limit = 100
+        self, window_id: WindowId, services: ServicesDep, after: After = None, limit: Limit = 100
     ) -> AdmittedPage:
         gate = services.gate(check_window_id(window_id))
         if gate["status"] != "PASS":
@@ -191,7 +198,7 @@ class WindowsController(Controller):
         summary="The window's domain events in order, with their digests",
     )
     def history(
-        self, window_id: WindowId, services: Services, after: After = None, limit: Limit = 100
+        self, window_id: WindowId, services: ServicesDep, after: After = None, limit: Limit = 100
     ) -> HistoryPage:
         check_window_id(window_id)
         items = services.ledger.history(window_id, after=after or 0, limit=limit + 1)
@@ -208,7 +215,7 @@ class WindowsController(Controller):
         responses=_errors(401, 403, 404),
         summary="Recompute the hash chain from the stored events",
     )
-    def verify(self, window_id: WindowId, services: Services) -> VerifyOut:
+    def verify(self, window_id: WindowId, services: ServicesDep) -> VerifyOut:
         return msgspec.convert(services.verify(check_window_id(window_id)).as_json(), VerifyOut)
 
     @post(
@@ -219,7 +226,7 @@ class WindowsController(Controller):
         responses=_errors(401, 403, 404, 503),
         summary="Resolve UNKNOWN identities (and adopt lost publishes) through the bus",
     )
-    def reconcile(self, window_id: WindowId, services: Services) -> ReconcileOut:
+    def reconcile(self, window_id: WindowId, services: ServicesDep) -> ReconcileOut:
         result = services.ledger.reconcile(check_window_id(window_id))
         services.catch_up()
         return msgspec.convert(result, ReconcileOut)
@@ -233,7 +240,7 @@ class QuarantineController(Controller):
     @get("/", sync_to_thread=True, responses=_errors(401, 403), summary="The quarantine queue")
     def queue(
         self,
-        services: Services,
+        services: ServicesDep,
         window_id: WindowIdQuery = None,
         after: After = None,
         limit: Limit = 100,
@@ -251,7 +258,7 @@ class SystemController(Controller):
         responses={503: ResponseSpec(data_container=ErrorBody, description="storage down")},
         summary="Liveness and storage reachability",
     )
-    def health(self, services: Services) -> Health:
+    def health(self, services: ServicesDep) -> Health:
         services.health()
         return Health(
             status="ok",
@@ -265,7 +272,7 @@ class SystemController(Controller):
         media_type="text/plain; version=0.0.4",
         summary="Prometheus metrics",
     )
-    def metrics(self, metrics: LedgerMetrics) -> Response[bytes]:
+    def metrics(self, metrics: MetricsDep) -> Response[bytes]:
         from prometheus_client import generate_latest
 
         return Response(generate_latest(metrics.registry), media_type="text/plain; version=0.0.4")

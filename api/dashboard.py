@@ -7,7 +7,8 @@ from typing import Annotated
 from urllib.parse import quote
 
 from litestar import Controller, get
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, Parameter
 from litestar.response import Response
 
 from api.auth import requires
@@ -45,8 +46,8 @@ class DashboardController(Controller):
     @get("/", sync_to_thread=True)
     def index(
         self,
-        services: Services,
-        after: str | None = None,
+        services: NamedDependency[Services],
+        after: FromQuery[str | None] = None,
         limit: Annotated[int, Parameter(ge=1, le=1000)] = 200,
     ) -> Response[str]:
         items, next_cursor = services.read.windows(after, limit)
@@ -73,7 +74,9 @@ class DashboardController(Controller):
         return _page("Admission ledger", body)
 
     @get("/windows/{window_id:str}", sync_to_thread=True)
-    def window(self, window_id: str, services: Services) -> Response[str]:
+    def window(
+        self, window_id: FromPath[str], services: NamedDependency[Services]
+    ) -> Response[str]:
         receipt = services.receipt(window_id)
         gate = services.gate(window_id)
         q = quote(window_id)

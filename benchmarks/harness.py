@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, TypeVar
-from unittest import mock
 from urllib.parse import urlsplit
 
 import psycopg
@@ -235,12 +234,6 @@ class Databases:
         self.admin_url = admin_url(postgres_url) if backend == "postgres" else ""
         self._stack = contextlib.ExitStack()
         self.dir = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
-        if backend == "postgres":
-            from tests.support import services
-
-            # tests.support.services makes its databases at its module's ADMIN_URL: point it at
-            # the admin URL given (--postgres-url) while these databases live.
-            self._stack.enter_context(mock.patch.object(services, "ADMIN_URL", self.admin_url))
         try:
             self.url = self.fresh("ledger")  # PostgreSQL: fails here if unreachable
         except BaseException:
@@ -252,10 +245,7 @@ class Databases:
             return f"sqlite:///{self.dir / f'{name}.db'}"
         from tests.support.services import throwaway_database
 
-        url = self._stack.enter_context(throwaway_database())
-        if urlsplit(url).netloc != urlsplit(self.admin_url).netloc:
-            raise RuntimeError(f"a throwaway database at {url}, not on {self.admin_url}")
-        return url
+        return self._stack.enter_context(throwaway_database(self.admin_url))
 
     def describe_postgres(self) -> str:
         with psycopg.connect(self.url, connect_timeout=5) as conn:

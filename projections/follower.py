@@ -29,6 +29,8 @@ from projections.upsert import insert_ignoring_conflicts
 log = logging.getLogger(__name__)
 
 PAGE = 1000
+# How long the LISTEN thread waits between looks at the stop flag (it bounds stop()).
+LISTEN_POLL_SECONDS = 0.1
 
 
 class PositionMoved(Exception):
@@ -205,7 +207,7 @@ class ProjectionRunner:
                 with psycopg.connect(dsn, autocommit=True) as conn:
                     conn.execute(f'LISTEN "{channel}"')
                     while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                        for _ in conn.notifies(timeout=LISTEN_POLL_SECONDS, stop_after=1):
                             self._wake.set()
             except Exception:
                 log.warning("LISTEN connection lost; polling until it is back", exc_info=True)

@@ -4,7 +4,7 @@ For those values msgspec's sorted-keys encoder writes exactly the canonical byte
 escaping, code point key order equals UTF-16 order within the BMP), about ten times faster than
 the standard library's encoder, and it embeds a `jcs.Canonical` leaf verbatim (`msgspec.Raw`).
 `ledger.jcs` stays standard-library only; the composition root installs this
-(tests/test_jcs.py holds both encoders to the `rfc8785` package).
+(tests/unit/test_jcs.py holds both encoders to the `rfc8785` package).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""The HTTP API (contract s.6 and s.7), end to end: the real `ledger serve` on each backend.
-
-Every test starts the service as a subprocess on a free 127.0.0.1 port (tests/support/server.py)
-and talks to it with httpx, as any client would. No mocks.
+"""The HTTP API (contract s.6 and s.7), end to end through the app `ledger serve` serves, on each
+backend: `api.app.create_app` in this process, driven by Litestar's test client (httpx's
+interface; tests/support/http.py). Start-up, stderr, signals and binding need the real process:
+tests/e2e/test_serve.py. No mocks.
 
 The read side (summary, gate, windows list, quarantine, dashboard) follows the log a moment
 behind the write side, except right after close, which waits for it; tests that read it before
@@ -10,28 +10,41 @@ a close wait (bounded) until it has caught up with the window, and never assert 
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import itertools
 import json
 import re
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 import rfc8785
+from litestar.testing import TestClient
 
+from service.composition import build_services
 from service.settings import Settings
-from tests.support.nats import AnyNats, nats_server, unique_stream  # noqa: F401
-from tests.support.server import ROOT, RunningServer, free_port, running_server, server_env
+from tests.support.builders import event
+from tests.support.client import GENESIS, client_digest, client_payload_hash
+from tests.support.client import client_identity as identity_of
+from tests.support.http import (
+    TOKENS,
+    UNKNOWN_TOKEN,
+    Authorized,
+    admit,
+    api_gate,
+    as_token,
+    assert_error,
+    barrier,
+    close,
+    eventually,
+    follow_pages,
+    history,
+    in_process,
+    read_side_caught_up,
+    token_calls,
+)
+from tests.support.nats import AnyNats, release_event_loop, unique_stream
 
-GENESIS = "0" * 64
-TOKENS = "admin-token=admit+operate+read,reader-token=read,admitter=admit"
-UNKNOWN_TOKEN = "no-such-token-3f9c1e"
-READ_SIDE_TIMEOUT = 20.0
 MIB = 1024 * 1024
 
 V1_PATHS = {
@@ -53,177 +66,17 @@ V1_PATHS = {
 
 
 @pytest.fixture
-def server(migrated: Settings) -> Iterator[RunningServer]:
+def api(migrated: Settings) -> Iterator[TestClient]:
     """The service on this test's own database (schema applied, as `ledger db upgrade` does)."""
-    with running_server(migrated.database_url) as running:
-        yield running
-
-
-@pytest.fixture
-def api(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=60.0) as client:
+    with in_process(migrated) as client:
         yield client
 
 
 @pytest.fixture
-def secured(migrated: Settings) -> Iterator[RunningServer]:
+def secured(migrated: Settings) -> Iterator[TestClient]:
     """The service with LEDGER_API_TOKENS set."""
-    with running_server(migrated.database_url, tokens=TOKENS) as running:
-        yield running
-
-
-def as_token(server: RunningServer, token: str | None) -> httpx.Client:
-    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-    return httpx.Client(base_url=server.url, timeout=60.0, headers=headers)
-
-
-# --- helpers --------------------------------------------------------------------------------
-
-
-def event(
-    event_id: str,
-    payload: Any = None,
-    *,
-    event_type: str = "order.created",
-    source: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "event_type": event_type,
-        "event_id": event_id,
-        "payload": {"id": event_id} if payload is None else payload,
-    }
-    if source is not None:
-        body["source"] = source
-    return body
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def identity_of(window_id: str, event_type: str, event_id: str) -> str:
-    return sha256_hex(rfc8785.dumps([window_id, event_type, event_id]))
-
-
-def hash_of(payload: dict[str, Any]) -> str:
-    return sha256_hex(rfc8785.dumps(payload))
-
-
-def admit(api: httpx.Client, window_id: str, *events: dict[str, Any]) -> dict[str, Any]:
-    response = api.post(f"/v1/windows/{window_id}/admissions", json={"events": list(events)})
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def close(api: httpx.Client, window_id: str) -> dict[str, Any]:
-    response = api.post(f"/v1/windows/{window_id}/close")
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def follow_pages(
-    api: httpx.Client, path: str, *, limit: int, params: dict[str, Any] | None = None
-) -> tuple[list[dict[str, Any]], int]:
-    """Every item of a paged list, following `next` as `after`; also how many pages it took."""
-    items: list[dict[str, Any]] = []
-    after: str | None = None
-    pages = 0
-    while True:
-        query = {**(params or {}), "limit": limit}
-        if after is not None:
-            query["after"] = after
-        response = api.get(path, params=query)
-        assert response.status_code == 200, response.text
-        page = response.json()
-        assert set(page) == {"items", "next"}, page
-        assert len(page["items"]) <= limit
-        items.extend(page["items"])
-        pages += 1
-        assert pages <= 1000, "paging never ends"
-        if page["next"] is None:
-            return items, pages
-        assert isinstance(page["next"], str)
-        after = page["next"]
-
-
-def history(api: httpx.Client, window_id: str, limit: int = 1000) -> list[dict[str, Any]]:
-    return follow_pages(api, f"/v1/windows/{window_id}/history", limit=limit)[0]
-
-
-def eventually(
-    fetch: Callable[[], httpx.Response],
-    until: Callable[[httpx.Response], bool],
-    timeout: float = READ_SIDE_TIMEOUT,
-) -> httpx.Response:
-    """The first answer that satisfies `until`, or the last one after `timeout` (bounded)."""
-    deadline = time.monotonic() + timeout
-    response = fetch()
-    while not until(response) and time.monotonic() < deadline:
-        time.sleep(0.1)
-        response = fetch()
-    return response
-
-
-def read_side_caught_up(api: httpx.Client, window_id: str) -> dict[str, Any]:
-    """Wait until the window's summary counts every event of its history; return the summary."""
-    events = len(history(api, window_id))
-    response = eventually(
-        lambda: api.get(f"/v1/windows/{window_id}"),
-        lambda r: r.status_code == 200 and r.json()["events"] == events,
-    )
-    assert response.status_code == 200, response.text
-    assert response.json()["events"] == events, "the read side never caught up"
-    summary: dict[str, Any] = response.json()
-    return summary
-
-
-def assert_error(
-    response: httpx.Response, status: int, code: str | None = None, *, context: str = ""
-) -> dict[str, Any]:
-    request = f"{response.request.method} {response.request.url.raw_path.decode()[:200]}"
-    assert response.status_code == status, (
-        f"{context}: {request} answered {response.status_code}, not {status}: {response.text[:500]}"
-    )
-    assert response.headers["content-type"].startswith("application/json"), response.headers
-    body: dict[str, Any] = response.json()
-    assert isinstance(body.get("error"), str) and body["error"], body
-    assert isinstance(body.get("detail"), str) and body["detail"], body
-    if code is not None:
-        assert body["error"] == code, body
-    return body
-
-
-def window_ids(api: httpx.Client) -> list[str]:
-    return [w["window_id"] for w in follow_pages(api, "/v1/windows", limit=1000)[0]]
-
-
-def barrier(api: httpx.Client, marker: str) -> list[str]:
-    """Admit to a fresh marker window and wait until the windows list shows it: the read side
-    has then applied everything recorded before. Returns the window ids it lists."""
-    admit(api, marker, event("marker"))
-    response = eventually(
-        lambda: api.get("/v1/windows", params={"limit": 1000}),
-        lambda r: marker in [w["window_id"] for w in r.json()["items"]],
-    )
-    listed = [w["window_id"] for w in response.json()["items"]]
-    assert marker in listed, "the read side never caught up"
-    return listed
-
-
-def api_gate(client: httpx.Client, window_id: str) -> str:
-    response = eventually(
-        lambda: client.get(f"/v1/windows/{window_id}/gate"), lambda r: r.status_code == 200
-    )
-    assert response.status_code == 200, response.text
-    status: str = response.json()["status"]
-    return status
-
-
-def recompute_digest(item: dict[str, Any]) -> str:
-    body = {k: item[k] for k in ("version", "type", "recorded_at", "fields")}
-    return sha256_hex(item["prev_digest"].encode() + rfc8785.dumps(body))
+    with in_process(dataclasses.replace(migrated, api_tokens=TOKENS)) as client:
+        yield client
 
 
 # --- admissions -----------------------------------------------------------------------------
@@ -241,7 +94,7 @@ def test_an_admission_batch_answers_each_event_in_request_order_with_counts_per_
     for r in first["results"]:
         assert r["event_type"] == "order.created"
         assert r["identity"] == identity_of("w", "order.created", r["event_id"])
-        assert r["payload_hash"] == hash_of({"id": r["event_id"]})
+        assert r["payload_hash"] == client_payload_hash({"id": r["event_id"]})
 
     second = admit(
         api,
@@ -263,7 +116,7 @@ def test_an_admission_batch_answers_each_event_in_request_order_with_counts_per_
     ]
     quarantined = second["results"][1]
     assert quarantined["identity"] == identity_of("w", "order.created", "a")
-    assert quarantined["payload_hash"] == hash_of({"id": "a", "changed": True})
+    assert quarantined["payload_hash"] == client_payload_hash({"id": "a", "changed": True})
     assert second["counts"] == {"DUPLICATE": 2, "QUARANTINED": 1, "ADMITTED": 2}
     types = [e["type"] for e in history(api, "w")]
     assert types == ["WindowOpened"] + ["EventAdmitted"] * 3 + [
@@ -325,7 +178,7 @@ def test_a_batch_of_exactly_1000_events_and_a_payload_of_exactly_1_mib_are_admit
     assert len(rfc8785.dumps(payload)) == MIB
     big = admit(api, "w", event("big", payload))
     assert big["results"][0]["verdict"] == "ADMITTED"
-    assert big["results"][0]["payload_hash"] == hash_of(payload)
+    assert big["results"][0]["payload_hash"] == client_payload_hash(payload)
 
 
 # --- a closed window ------------------------------------------------------------------------
@@ -479,7 +332,7 @@ def test_admitted_events_are_refused_409_before_close_and_served_in_offset_order
     for item in items:
         assert item["event_type"] == "order.created"
         assert item["identity"] == identity_of("w", "order.created", item["event_id"])
-        assert item["payload_hash"] == hash_of(item["payload"])
+        assert item["payload_hash"] == client_payload_hash(item["payload"])
         assert item["source"] is None
 
 
@@ -513,7 +366,7 @@ def test_history_pages_return_every_event_exactly_once_and_the_digests_chain(api
             r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|\+00:00)", item["recorded_at"]
         )
         # Anyone can recompute the chain from the history alone (contract s.2).
-        assert item["digest"] == recompute_digest(item), item["version"]
+        assert item["digest"] == client_digest(item), item["version"]
     admitted = [e for e in full if e["type"] == "EventAdmitted"]
     assert [e["fields"]["offset"] for e in admitted] == [1, 2, 3, 4, 5, 6]
     assert admitted[0]["fields"]["payload"] == {"id": "0"}
@@ -578,9 +431,9 @@ def test_the_quarantine_queue_groups_occurrences_filters_by_window_and_pages(api
     assert twice["occurrences"] == 3
     assert twice["event_type"] == "order.created"
     assert twice["identity"] == identity_of("w1", "order.created", "a")
-    assert twice["original_hash"] == hash_of({"v": 1})
+    assert twice["original_hash"] == client_payload_hash({"v": 1})
     assert twice["original_payload"] == {"v": 1}
-    assert twice["received_hash"] == hash_of({"v": 2})
+    assert twice["received_hash"] == client_payload_hash({"v": 2})
     assert twice["first_seen"] <= twice["last_seen"]
     assert grouped[("w1", "b", '{"v": 9}')]["occurrences"] == 1
 
@@ -1007,25 +860,6 @@ def test_the_openapi_document_lists_every_v1_endpoint(api):
 # --- authentication and scopes --------------------------------------------------------------
 
 
-def _calls(window_id: str) -> list[tuple[str, str, str, dict[str, Any] | None]]:
-    """(scope needed, method, path, body) for every endpoint that needs a token."""
-    return [
-        ("admit", "POST", f"/v1/windows/{window_id}/admissions", {"events": [event("x")]}),
-        ("operate", "POST", f"/v1/windows/{window_id}/close", None),
-        ("operate", "POST", f"/v1/windows/{window_id}/reconcile", None),
-        ("read", "GET", "/v1/windows", None),
-        ("read", "GET", f"/v1/windows/{window_id}", None),
-        ("read", "GET", f"/v1/windows/{window_id}/receipt", None),
-        ("read", "GET", f"/v1/windows/{window_id}/gate", None),
-        ("read", "GET", f"/v1/windows/{window_id}/admitted", None),
-        ("read", "GET", f"/v1/windows/{window_id}/history", None),
-        ("read", "GET", f"/v1/windows/{window_id}/verify", None),
-        ("read", "GET", "/v1/quarantine", None),
-        ("read", "GET", "/", None),
-        ("read", "GET", f"/windows/{window_id}", None),
-    ]
-
-
 def test_without_a_token_or_with_an_unknown_one_every_call_is_401_and_records_nothing(secured):
     with as_token(secured, "admin-token") as admin:
         admit(admin, "w", event("a"))
@@ -1033,12 +867,12 @@ def test_without_a_token_or_with_an_unknown_one_every_call_is_401_and_records_no
     for client in (
         as_token(secured, None),
         as_token(secured, UNKNOWN_TOKEN),
-        httpx.Client(base_url=secured.url, headers={"Authorization": "Bearer"}),
-        httpx.Client(base_url=secured.url, headers={"Authorization": "Basic admin-token"}),
-        httpx.Client(base_url=secured.url, headers={"Authorization": "admin-token"}),
+        Authorized(secured, "Bearer"),
+        Authorized(secured, "Basic admin-token"),
+        Authorized(secured, "admin-token"),
     ):
         with client:
-            for _, method, path, body in _calls("w") + _calls("new"):
+            for _, method, path, body in token_calls("w") + token_calls("new"):
                 assert_error(client.request(method, path, json=body), 401, "unauthorized")
     with as_token(secured, "admin-token") as admin:
         assert history(admin, "w") == before
@@ -1057,7 +891,7 @@ def test_a_token_without_the_needed_scope_is_403_and_records_nothing(secured):
     }
     for token, granted in scopes.items():
         with as_token(secured, token) as client:
-            for needed, method, path, body in _calls("w"):
+            for needed, method, path, body in token_calls("w"):
                 if needed not in granted:
                     response = client.request(method, path, json=body)
                     assert_error(response, 403, "forbidden")
@@ -1081,7 +915,7 @@ def test_a_token_with_the_needed_scope_is_served(secured):
         assert admin.post("/v1/windows/w/reconcile").status_code == 200
         assert close(admin, "w")["gate"] == "PASS"
     with as_token(secured, "reader-token") as reader:
-        for _, method, path, _body in _calls("w"):
+        for _, method, path, _body in token_calls("w"):
             if method == "GET":
                 response = reader.get(path)
                 assert response.status_code == 200, (path, response.text[:300])
@@ -1096,79 +930,30 @@ def test_health_metrics_and_the_openapi_document_answer_without_a_token(secured)
         assert anonymous.get("/schema/openapi.json").status_code == 200
 
 
-def test_no_token_ever_appears_in_the_servers_stderr(secured):
-    for token in ("admin-token", "reader-token", "admitter", UNKNOWN_TOKEN):
-        with as_token(secured, token) as client:
-            for _, method, path, body in _calls("w"):
-                client.request(method, path, json=body)
-            client.post("/v1/windows/w/admissions", content=b"{bad json")
-            client.post("/v1/windows/w/admissions", json={"events": [event("z", [1])]})
-    output = secured.stderr()
-    assert "auth on (3 tokens)" in output
-    for secret in ("admin-token", "reader-token", "admitter", UNKNOWN_TOKEN):
-        assert secret not in output
-
-
-# --- serve ----------------------------------------------------------------------------------
-
-
-def test_serve_says_where_the_data_is_which_publisher_and_that_auth_is_off(server, migrated):
-    output = server.stderr()
-    assert migrated.describe_database() in output
-    assert "publisher embedded" in output
-    assert "auth OFF" in output
-    assert f"listening on {server.url}" in output
-
-
-def test_serve_refuses_a_non_loopback_host_without_tokens(database_url):
-    for tokens in (None, ""):
-        env = server_env(database_url, tokens=tokens)
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "service.cli",
-                "serve",
-                "--host",
-                "0.0.0.0",
-                "--port",
-                str(free_port()),
-            ],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            stdin=subprocess.DEVNULL,
-        )
-        assert result.returncode != 0
-        assert "refusing to bind 0.0.0.0" in result.stderr
-        assert "LEDGER_API_TOKENS" in result.stderr
-        assert "listening" not in result.stderr
-
-
 # --- through a real NATS JetStream: the publish ambiguity and a refusing bus ----------------
 
 
 @pytest.fixture
-def over_nats(
-    migrated: Settings,
-    nats_server: AnyNats,  # noqa: F811
-) -> Iterator[tuple[httpx.Client, AnyNats]]:
+def over_nats(migrated: Settings, nats_server: AnyNats) -> Iterator[tuple[TestClient, AnyNats]]:
     """The service publishing to a nats-server of this test's own (which it may stop/kill)."""
     nats_server.require_control()
     stream, prefix = unique_stream()
-    extra = {
-        "LEDGER_NATS_STREAM": stream,
-        "LEDGER_NATS_SUBJECT_PREFIX": prefix,
-        "LEDGER_NATS_PUBLISH_TIMEOUT_SECONDS": "0.5",
-    }
-    with running_server(migrated.database_url, publisher=nats_server.url, extra_env=extra) as s:
-        try:
-            with httpx.Client(base_url=s.url, timeout=60.0) as client:
+    settings = dataclasses.replace(
+        migrated,
+        publisher=nats_server.url,
+        nats_stream=stream,
+        nats_subject_prefix=prefix,
+        nats_publish_timeout_seconds=0.5,
+    )
+    services = build_services(settings)
+    try:
+        with in_process(settings, services) as client:
+            try:
                 yield client, nats_server
-        finally:
-            nats_server.cont()  # a stopped bus would hold the server's shutdown
+            finally:
+                nats_server.cont()  # a stopped bus would hold the service's shutdown
+    finally:
+        release_event_loop(services)
 
 
 def test_an_unknown_publish_blocks_the_gate_and_close_until_reconcile_resolves_it(over_nats):

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.cli import run_cli
+from tests.support.storage import tamper_stored_event
 
 
 def _line(event_id: str, payload: dict[str, object] | None = None) -> str:
@@ -24,18 +22,8 @@ def _line(event_id: str, payload: dict[str, object] | None = None) -> str:
 
 @pytest.fixture
 def ledger_cmd(database_url: str):
-    env = {**os.environ, "LEDGER_DATABASE_URL": database_url, "LEDGER_PUBLISHER": "embedded"}
-
     def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "service.cli", *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=ROOT,
-            timeout=120,
-        )
+        return run_cli(database_url, *args, stdin=stdin, timeout=120)
 
     assert run("db", "upgrade").returncode == 0
     return run
@@ -110,7 +98,7 @@ def test_verify_exits_one_and_names_the_version_when_a_stored_event_was_edited(
     ledger_cmd, database_url
 ):
     ledger_cmd("admit", "w", "-", stdin=_line("a") + _line("b") + _line("c"))
-    _tamper(database_url, version=3)
+    tamper_stored_event(database_url, "w", 3, b'"payload":{"n":"b"}', b'"payload":{"n":"B"}')
     result = ledger_cmd("verify", "w")
     assert result.returncode == 1
     assert json.loads(result.stdout)["first_bad_version"] == 3
@@ -121,31 +109,3 @@ def test_an_unknown_window_is_an_error_not_a_crash(ledger_cmd):
     result = ledger_cmd("receipt", "nope")
     assert result.returncode == 1
     assert "window_not_found" in result.stderr
-
-
-def _tamper(database_url: str, version: int) -> None:
-    old, new = b'"payload":{"n":"b"}', b'"payload":{"n":"B"}'
-    if database_url.startswith("sqlite"):
-        import sqlite3
-
-        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as conn:
-            (state,) = conn.execute(
-                "SELECT state FROM stored_events WHERE originator_version = ?", (version,)
-            ).fetchone()
-            assert old in state
-            conn.execute(
-                "UPDATE stored_events SET state = ? WHERE originator_version = ?",
-                (state.replace(old, new), version),
-            )
-    else:
-        import psycopg
-
-        with psycopg.connect(database_url) as conn:
-            (state,) = conn.execute(
-                "SELECT state FROM ledger_events WHERE originator_version = %s", (version,)
-            ).fetchone()
-            assert old in bytes(state)
-            conn.execute(
-                "UPDATE ledger_events SET state = %s WHERE originator_version = %s",
-                (bytes(state).replace(old, new), version),
-            )

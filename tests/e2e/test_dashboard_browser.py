@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.support.http import admit, close
 from tests.support.server import running_server
-from tests.support.services import missing_service
+from tests.support.services import missing_service, wait_until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 LAUNCH_ARGS = [
@@ -38,30 +38,22 @@ def browser() -> Iterator[object]:
             browser.close()
 
 
-def _admit(url: str, window_id: str, events: list[dict[str, object]]) -> None:
-    response = httpx.post(f"{url}/v1/windows/{window_id}/admissions", json={"events": events})
-    assert response.status_code == 200, response.text
-
-
-def _wait_until_projected(url: str, window_id: str) -> None:
-    """Reads are eventually consistent: wait (bounded) until the read side has the window."""
-    for _ in range(100):
-        if httpx.get(f"{url}/v1/windows/{window_id}").status_code == 200:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"window {window_id} never reached the read side")
-
-
 def test_a_reviewer_sees_every_window_with_its_gate_and_follows_the_links(
     browser, tmp_path: Path
 ) -> None:
     with running_server(f"sqlite:///{tmp_path / 'ledger.db'}") as server:
         order = {"event_type": "order.created", "event_id": "o-1", "payload": {"cents": 100}}
         changed = {**order, "payload": {"cents": 999}}
-        _admit(server.url, "closed-window", [order, order, changed])
-        assert httpx.post(f"{server.url}/v1/windows/closed-window/close").status_code == 200
-        _admit(server.url, "open-window", [order])
-        _wait_until_projected(server.url, "open-window")
+        with httpx.Client(base_url=server.url, timeout=60.0) as client:
+            admit(client, "closed-window", order, order, changed)
+            close(client, "closed-window")
+            admit(client, "open-window", order)
+            # Reads are eventually consistent: wait (bounded) until the read side has the window.
+            wait_until(
+                lambda: client.get("/v1/windows/open-window").status_code == 200,
+                5,
+                "window open-window to reach the read side",
+            )
 
         page = browser.new_page()  # type: ignore[attr-defined]
         page.goto(server.url + "/")

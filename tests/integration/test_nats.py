@@ -8,8 +8,6 @@ own, never through the publisher under test.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import json
 import threading
@@ -19,10 +17,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from nats.aio.client import Client as NatsClient
 
 from api.errors import status_of
-from ledger.admissions import Admission, identity_of
+from ledger.admissions import Admission
 from ledger.application import AdmissionResult, Ledger
 from ledger.errors import (
     BusLedgerMismatch,
@@ -35,20 +32,20 @@ from ledger.infrastructure.nats import JetStreamPublisher, NatsSettings
 from ledger.jcs import canonicalize, sha256_hex
 from service.composition import Services, build_services
 from service.settings import Settings
-from tests.conftest import batch, event
+from tests.support.builders import TYPE, batch, event
+from tests.support.builders import identity as ident
 from tests.support.nats import (
     AnyNats,
     delete_stream,
     get_message,
-    nats_server,  # noqa: F401  (the fixture, imported explicitly: conftest is not ours)
     publish_raw,
+    release_event_loop,
     subject_count,
     subject_messages,
     unique_stream,
-    wait_until,
 )
+from tests.support.services import wait_until
 
-TYPE = "order.created"
 PUBLISH_TIMEOUT = 0.5
 
 
@@ -78,7 +75,7 @@ class Bus:
 
 
 @pytest.fixture
-def bus(nats_server: AnyNats) -> Iterator[Bus]:  # noqa: F811
+def bus(nats_server: AnyNats) -> Iterator[Bus]:
     stream, prefix = unique_stream()
     yield Bus(nats_server, stream, prefix)
     if nats_server.external:  # leave nothing behind on the system NATS
@@ -113,47 +110,12 @@ def make_nats_services(migrated: Settings, bus: Bus) -> Iterator[Callable[..., S
         release_event_loop(services)
 
 
-def release_event_loop(services: Services) -> None:
-    """Release whatever the publisher's close() left behind, so that no later test's garbage
-    collection reports this test's leftovers (the project runs with filterwarnings=error).
-
-    A safety net only: an open loop after close() is pinned as a failure by
-    test_closing_the_services_closes_the_publishers_event_loop, and a client left by an
-    abandoned connect by test_a_server_unreachable_at_first_use_..._one_connection. Closes
-    every NATS client still on the loop, cancels what remains, then closes the loop.
-    """
-    publisher = services.ledger.publisher
-    loop: asyncio.AbstractEventLoop = publisher._loop  # type: ignore[attr-defined]
-    if loop.is_closed() or loop.is_running():
-        return
-    clients = set()
-    for task in asyncio.all_tasks(loop):
-        frame = getattr(task.get_coro(), "cr_frame", None)
-        owner = frame.f_locals.get("self") if frame is not None else None
-        if isinstance(owner, NatsClient):
-            clients.add(owner)
-    for client in clients:
-        with contextlib.suppress(Exception):
-            loop.run_until_complete(asyncio.wait_for(client.close(), 5))
-    pending = asyncio.all_tasks(loop)
-    for task in pending:
-        task.cancel()
-    if pending:
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-    loop.run_until_complete(loop.shutdown_asyncgens())
-    loop.close()
-
-
 @pytest.fixture
 def nats_services(make_nats_services: Callable[..., Services]) -> Services:
     return make_nats_services()
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def ident(window_id: str, event_id: str) -> str:
-    return identity_of(window_id, TYPE, event_id)
 
 
 def phash(payload: dict[str, Any]) -> str:

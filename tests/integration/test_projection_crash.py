@@ -6,15 +6,10 @@ from __future__ import annotations
 
 import signal
 
-from tests.conftest import batch, event
-from tests.support.readside import (
-    PROJECTIONS,
-    checksums,
-    start_cli,
-    stop_process,
-    tracking_positions,
-    wait_until,
-)
+from tests.support.builders import batch, event
+from tests.support.cli import start_cli, stop_process
+from tests.support.readside import PROJECTIONS, checksums, tracking_positions
+from tests.support.services import wait_until
 
 WINDOWS = 30
 PER_WINDOW = 400

@@ -4,32 +4,24 @@ runners, the background follower. Every test runs on SQLite and on PostgreSQL (t
 
 from __future__ import annotations
 
-import json
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
-from eventsourcing.persistence import StoredEvent
 from sqlalchemy import text
 
-from ledger.domain import window_uuid
 from ledger.errors import PublishUnknownPending
 from ledger.jcs import canonicalize, sha256_hex
-from tests.conftest import batch, event
+from tests.support.builders import batch, event, identity
 from tests.support.bus import ScriptedBus
-from tests.support.readside import checksums, tamper_stored_event, wait_until
-
-V1_FIXTURE = Path(__file__).parent / "fixtures" / "window_v1_events.json"
+from tests.support.legacy import store_v1_window
+from tests.support.readside import checksums
+from tests.support.services import wait_until
+from tests.support.storage import tamper_stored_event
 
 
 def payload_hash(payload: dict[str, Any]) -> str:
     return sha256_hex(canonicalize(payload))
-
-
-def identity_of(window_id: str, event_id: str) -> str:
-    (admission,) = batch(window_id, event(event_id))
-    return admission.identity
 
 
 def closing_summary(services, window_id: str) -> dict[str, Any]:
@@ -87,7 +79,7 @@ def test_the_quarantine_queue_groups_repeats_of_one_mismatch_into_one_row_with_o
         "window_id": "w",
         "event_type": "order.created",
         "event_id": "a",
-        "identity": identity_of("w", "a"),
+        "identity": identity("w", "a"),
         "original_hash": payload_hash(original),
         "original_payload": original,
         "received_hash": payload_hash(changed),
@@ -129,7 +121,7 @@ def test_the_quarantine_queue_of_one_window_does_not_show_another_windows_mismat
 def _busy_window(services, bus: ScriptedBus, window_id: str) -> None:
     """Admissions, duplicates, a quarantine, sources on two partitions, an unknown publish that
     is reconciled: every counter of the receipt moves."""
-    stuck = identity_of(window_id, "u")
+    stuck = identity(window_id, "u")
     bus.time_out_and_store.add(stuck)
     services.ledger.admit(
         window_id,
@@ -207,7 +199,7 @@ def test_the_receipt_of_an_open_window_matches_the_write_side_after_catch_up(mak
     bus = ScriptedBus()
     services = make_services(publisher=bus)
     _busy_window(services, bus, "w")
-    bus.time_out_and_store.add(identity_of("w", "later"))
+    bus.time_out_and_store.add(identity("w", "later"))
     services.ledger.admit("w", batch("w", event("later")))
     services.catch_up()
     receipt = services.receipt("w")
@@ -232,7 +224,7 @@ def test_the_gate_goes_open_then_blocked_then_open_then_pass(make_services):
         "reasons": ["window is not closed"],
     }
 
-    stuck = identity_of("w", "2")
+    stuck = identity("w", "2")
     bus.time_out_and_store.add(stuck)
     (result,) = services.ledger.admit("w", batch("w", event("2")))
     assert result.verdict.value == "PUBLISH_UNKNOWN"
@@ -311,7 +303,7 @@ def test_the_admitted_read_model_lists_admitted_events_in_offset_order_without_u
     services = make_services(publisher=bus)
     # Offsets follow the batch order; identities (the primary key) are in no such order.
     ids = [f"e{n:02d}" for n in range(30, 0, -1)]
-    bus.time_out_and_store.add(identity_of("w", "e17"))
+    bus.time_out_and_store.add(identity("w", "e17"))
     services.ledger.admit(
         "w",
         batch(
@@ -337,7 +329,7 @@ def test_the_admitted_read_model_lists_admitted_events_in_offset_order_without_u
             "offset": offsets[k],
             "event_type": "order.created",
             "event_id": item["event_id"],
-            "identity": identity_of("w", item["event_id"]),
+            "identity": identity("w", item["event_id"]),
             "payload_hash": payload_hash({"n": item["event_id"]}),
             "payload": {"n": item["event_id"]},  # the original, not the quarantined one
             "source": {"partition": "p", "offset": source_offset},
@@ -409,19 +401,7 @@ def test_paging_windows_admitted_events_and_the_quarantine_queue_returns_every_i
 
 
 def test_a_stored_version_one_history_projects_to_a_passing_receipt(services):
-    data = json.loads(V1_FIXTURE.read_text())
-    window_id = data["window_id"]
-    services.ledger.recorder.insert_events(
-        [
-            StoredEvent(
-                window_uuid(window_id),
-                row["originator_version"],
-                row["topic"],
-                row["state"].encode(),
-            )
-            for row in data["events"]
-        ]
-    )
+    window_id = store_v1_window(services.ledger.recorder)
     services.catch_up()
     assert services.gate(window_id) == {"window_id": window_id, "status": "PASS", "reasons": []}
     receipt = services.receipt(window_id)
@@ -459,12 +439,11 @@ def _several_windows(services, windows: int = 6, per_window: int = 40) -> None:
             services.ledger.close_window(window_id)
 
 
-def test_two_runners_stepping_at_once_apply_every_event_exactly_once(make_services, database_url):
-    writer = make_services()
-    _several_windows(writer)
-    runners = [make_services(), make_services()]
+def catch_up_at_once(runners: list[Any]) -> None:
+    """Every runner catches up at the same moment, each in a thread of its own, in many small
+    pages (many chances to collide); the first failure is re-raised here."""
     for s in runners:
-        s.runner.page = 7  # many small pages: many chances to collide
+        s.runner.page = 7
     start = threading.Barrier(len(runners))
     failures: list[BaseException] = []
 
@@ -483,6 +462,12 @@ def test_two_runners_stepping_at_once_apply_every_event_exactly_once(make_servic
     assert not any(thread.is_alive() for thread in threads)
     if failures:
         raise failures[0]
+
+
+def test_two_runners_stepping_at_once_apply_every_event_exactly_once(make_services, database_url):
+    writer = make_services()
+    _several_windows(writer)
+    catch_up_at_once([make_services(), make_services()])
 
     head = writer.runner.head()
     assert set(writer.runner.positions().values()) == {head}
@@ -505,27 +490,7 @@ def test_two_runners_that_are_already_tracking_apply_new_windows_exactly_once(
     writer.ledger.admit("first", batch("first", event("1")))
     writer.catch_up()  # every projection has a tracking row from here on
     _several_windows(writer)  # new windows: their WindowOpened events reach both runners
-    runners = [make_services(), make_services()]
-    for s in runners:
-        s.runner.page = 7
-    start = threading.Barrier(len(runners))
-    failures: list[BaseException] = []
-
-    def run(s) -> None:
-        try:
-            start.wait()
-            s.runner.run_until_caught_up()
-        except BaseException as exc:
-            failures.append(exc)
-
-    threads = [threading.Thread(target=run, args=(s,)) for s in runners]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
-    assert not any(thread.is_alive() for thread in threads)
-    if failures:
-        raise failures[0]
+    catch_up_at_once([make_services(), make_services()])
 
     after_concurrent = checksums(database_url)
     writer.runner.rebuild()

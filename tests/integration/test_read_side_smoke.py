@@ -1,4 +1,4 @@
-from tests.conftest import batch, event
+from tests.support.builders import batch, event
 
 
 def test_right_after_a_successful_close_the_gate_reads_pass(services):

@@ -11,26 +11,21 @@ from sqlalchemy import inspect, text
 
 from projections.migrate import HEAD, current_revision, downgrade, upgrade
 from projections.store import create_read_store
-from tests.conftest import batch, event
+from tests.support.builders import batch, event, identity
 from tests.support.bus import ScriptedBus
+from tests.support.cli import run_cli
 from tests.support.readside import (
     PROJECTIONS,
     READ_MODEL_TABLES,
     checksums,
     engine_for,
-    run_cli,
     table_names,
     table_rows,
     tracking_positions,
-    wait_until,
 )
+from tests.support.services import wait_until
 
 WINDOWS = ("closed-plain", "closed-quarantine", "reconciled", "open-quarantine", "blocked")
-
-
-def _identity(window_id: str, event_id: str) -> str:
-    (admission,) = batch(window_id, event(event_id))
-    return admission.identity
 
 
 def populate(services, bus: ScriptedBus) -> None:
@@ -62,7 +57,7 @@ def populate(services, bus: ScriptedBus) -> None:
     services.ledger.close_window(w)
 
     w = "reconciled"
-    bus.time_out_and_store.update({_identity(w, "3"), _identity(w, "4")})
+    bus.time_out_and_store.update({identity(w, "3"), identity(w, "4")})
     services.ledger.admit(w, batch(w, *[event(str(n)) for n in range(8)]))
     services.ledger.admit(w, batch(w, event("3", {"other": True})))  # quarantined while UNKNOWN
     services.catch_up()
@@ -76,7 +71,7 @@ def populate(services, bus: ScriptedBus) -> None:
     services.ledger.admit(w, batch(w, event("5", {"other": 1}), event("6", {"other": 2})))
 
     w = "blocked"
-    bus.time_out_and_store.add(_identity(w, "1"))
+    bus.time_out_and_store.add(identity(w, "1"))
     services.ledger.admit(w, batch(w, event("0"), event("1"), event("2")))
     services.catch_up()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import psycopg
 import pytest
@@ -13,10 +13,9 @@ from ledger.jcs import CanonicalizationError
 from ledger.ports import Message, Published, PublishOutcome
 from service.composition import build_ledger
 from service.settings import Settings
-from tests.conftest import batch, event
+from tests.support.builders import batch, event
 from tests.support.bus import ScriptedBus
-from tests.support.services import missing_service, postgres_available, throwaway_database
-from tests.test_admission_failures import _fail_inserts_after, _heal
+from tests.support.storage import fail_inserts_after, heal_inserts
 
 # Four chunks, the last one short: the failures below happen after three were sent.
 ITEMS = 3 * STREAM_CHUNK + 7
@@ -86,7 +85,7 @@ def test_storage_refusing_the_last_chunk_records_nothing_and_the_retry_has_no_ga
     ledger: Ledger, database_url: str
 ) -> None:
     ledger.admit("w", batch("w", event("first")))  # versions 1-2
-    _fail_inserts_after(database_url, 2 + 3 * STREAM_CHUNK)  # the fourth chunk's first event
+    fail_inserts_after(database_url, 2 + 3 * STREAM_CHUNK)  # the fourth chunk's first event
 
     # PostgreSQL reports the trigger's error; SQLite's RAISE(ABORT) reads as a constraint
     # violation, re-run until the command gives up (Contention): nothing recorded either way.
@@ -94,7 +93,7 @@ def test_storage_refusing_the_last_chunk_records_nothing_and_the_retry_has_no_ga
         ledger.admit("w", batch("w", *_events("a")))
 
     assert _stored_rows(ledger, "w") == (2, {"ADMITTED": 1})
-    _heal(database_url)
+    heal_inserts(database_url)
     results = ledger.admit("w", batch("w", *_events("a")))
     assert [r.offset for r in results] == list(range(2, ITEMS + 2))
     assert [h["version"] for h in ledger.history("w")] == list(range(1, ITEMS + 3))
@@ -119,15 +118,6 @@ def test_two_instances_streaming_into_one_window_admit_each_identity_once(
 
 
 I1, I2 = "1" * 64, "2" * 64
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    reason = postgres_available()
-    if reason:
-        missing_service(reason)
-    with throwaway_database() as url:
-        yield url
 
 
 def test_a_postgres_index_made_before_adr_0011_is_carried_over_to_the_identity_keyed_table(

@@ -4,9 +4,12 @@
         httpx.get(server.url + "/health")
 
 The server is started exactly as an operator starts it (`python -m service.cli serve --host
-127.0.0.1 --port N`), with the environment given; `running_server` waits (bounded) until
-`GET /health` answers 200, failing with the server's stderr if it never does, and always stops it:
-SIGTERM first, SIGKILL after a bound. Only 127.0.0.1 is ever bound or contacted.
+127.0.0.1 --port N`, or the given `command`), with the environment given; `running_server` waits
+(bounded) until `GET /health` answers 200, failing with the server's stderr if it never does, and
+always stops it: SIGTERM first, SIGKILL after a bound. Only 127.0.0.1 is ever bound or contacted.
+
+Most contract tests use the in-process client instead (tests/e2e/conftest.py): a subprocess is
+for what only a process shows (start-up, its stderr, signals, binding, a browser).
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,21 +28,17 @@ from typing import IO
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[2]
-HOST = "127.0.0.1"
+from tests.support import ROOT
+from tests.support.cli import stop_process
+from tests.support.services import HOST, free_port
+
+SERVE = [sys.executable, "-m", "service.cli", "serve"]
 START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 10.0
 
 
 class ServerDidNotStart(AssertionError):
     pass
-
-
-def free_port() -> int:
-    """A port that was free on 127.0.0.1 a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -74,17 +72,6 @@ def server_env(
     return env
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=STOP_TIMEOUT_SECONDS)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=STOP_TIMEOUT_SECONDS)
-
-
 @contextlib.contextmanager
 def running_server(
     database_url: str,
@@ -93,12 +80,10 @@ def running_server(
     publisher: str | None = "embedded",
     extra_env: Mapping[str, str] | None = None,
     start_timeout: float = START_TIMEOUT_SECONDS,
-    command: Sequence[str] = (sys.executable, "-m", "service.cli", "serve"),
+    command: Sequence[str] = SERVE,
     cwd: Path = ROOT,
 ) -> Iterator[RunningServer]:
-    """Start `ledger serve` on a free 127.0.0.1 port; yield once /health answers 200.
-
-    `command` is the checkout's by default; an installed `ledger` gives its own."""
+    """Start `ledger serve` on a free 127.0.0.1 port; yield once /health answers 200."""
     port = free_port()
     url = f"http://{HOST}:{port}"
     with tempfile.NamedTemporaryFile(prefix="ledger-serve-", suffix=".stderr") as stderr:
@@ -115,7 +100,7 @@ def running_server(
             _wait_until_healthy(server, start_timeout)
             yield server
         finally:
-            _stop(process)
+            stop_process(process, signal.SIGTERM, timeout=STOP_TIMEOUT_SECONDS)
 
 
 def _wait_until_healthy(server: RunningServer, timeout: float) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ["ledger", "projections", "api", "migrations"]
+from tests.support import ROOT
+
+PACKAGES = ["ledger", "projections", "api", "service", "migrations"]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -11,14 +11,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import sysconfig
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.support.server import running_server, server_env
-from tests.support.services import missing_service, postgres_available, throwaway_database
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -112,15 +110,6 @@ def test_the_installed_wheel_migrates_serves_and_admits_on_sqlite(
     installed: Path, tmp_path: Path
 ) -> None:
     _upgrade_serve_and_admit(installed, f"sqlite:///{tmp_path / 'ledger.db'}", tmp_path)
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    reason = postgres_available()
-    if reason:
-        missing_service(reason)
-    with throwaway_database() as url:
-        yield url
 
 
 def test_the_installed_wheel_migrates_serves_and_admits_on_postgresql(

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import itertools
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,8 +23,6 @@ from ledger.domain import (
 )
 from ledger.errors import PublishUnknownPending, WindowClosed
 from ledger.verdicts import Action, IdentityState, Known, classify
-
-LEDGER = Path(__file__).resolve().parent.parent / "ledger"
 
 H1 = "1" * 64
 H2 = "2" * 64
@@ -442,77 +437,6 @@ def test_classify_gives_the_contract_action_for_every_state_and_hash(
     known: Known | None, received: str, action: Action
 ) -> None:
     assert classify(known, received) is action
-
-
-# --- dependency rule ----------------------------------------------------------------------
-
-PURE_MODULES = [
-    "domain/__init__.py",
-    "domain/base.py",
-    "domain/chain.py",
-    "domain/window.py",
-    "verdicts.py",
-    "jcs.py",
-    "errors.py",
-    "receipts.py",
-    "gate.py",
-]
-ALLOWED_PROJECT_IMPORTS = {
-    "eventsourcing.domain",
-    "ledger.domain",
-    "ledger.domain.base",
-    "ledger.domain.chain",
-    "ledger.domain.window",
-    "ledger.verdicts",
-    "ledger.jcs",
-    "ledger.errors",
-}
-
-
-def imported_modules(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0, f"{path.name}: relative import"
-            assert node.module is not None
-            found.add(node.module)
-    return found
-
-
-def forbidden_imports(path: Path) -> set[str]:
-    return {
-        name
-        for name in imported_modules(path)
-        if name.split(".")[0] not in sys.stdlib_module_names and name not in ALLOWED_PROJECT_IMPORTS
-    }
-
-
-@pytest.mark.parametrize("module", PURE_MODULES)
-def test_the_core_imports_only_the_standard_library_eventsourcing_domain_and_itself(
-    module: str,
-) -> None:
-    assert imported_modules(LEDGER / module), f"the parser found no imports in {module}"
-    offenders = forbidden_imports(LEDGER / module)
-    assert offenders == set(), f"{module} imports {sorted(offenders)}"
-
-
-def test_the_dependency_check_catches_third_party_and_other_project_imports(
-    tmp_path: Path,
-) -> None:
-    bad = tmp_path / "bad.py"
-    bad.write_text(
-        "import json\nimport msgspec\nfrom eventsourcing.application import Application\n"
-        "from eventsourcing.domain import Aggregate\nfrom ledger.application import Ledger\n"
-        "from ledger.jcs import canonicalize\n"
-    )
-    assert forbidden_imports(bad) == {
-        "msgspec",
-        "eventsourcing.application",
-        "ledger.application",
-    }
 
 
 # The admitted form (ADR 0011) is written out by hand: it must be the canonical fields exactly.

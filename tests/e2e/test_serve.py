@@ -1,0 +1,93 @@
+"""`ledger serve` as the real process an operator starts: what it says at start-up (and never
+says: a token), how it stops on a signal, where it refuses to listen. Everything else of the
+HTTP contract runs in process (tests/e2e/test_api.py)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from service.settings import Settings
+from tests.support import ROOT
+from tests.support.builders import event
+from tests.support.cli import stop_process
+from tests.support.http import TOKENS, UNKNOWN_TOKEN, admit, as_token, token_calls
+from tests.support.server import (
+    SERVE,
+    STOP_TIMEOUT_SECONDS,
+    RunningServer,
+    running_server,
+    server_env,
+)
+from tests.support.services import free_port
+
+
+@pytest.fixture
+def server(migrated: Settings) -> Iterator[RunningServer]:
+    """`ledger serve` on this test's own database (schema applied, as `ledger db upgrade` does)."""
+    with running_server(migrated.database_url) as running:
+        yield running
+
+
+@pytest.fixture
+def secured(migrated: Settings) -> Iterator[RunningServer]:
+    """`ledger serve` with LEDGER_API_TOKENS set."""
+    with running_server(migrated.database_url, tokens=TOKENS) as running:
+        yield running
+
+
+def test_no_token_ever_appears_in_the_servers_stderr(secured):
+    with httpx.Client(base_url=secured.url, timeout=60.0) as http:
+        for token in ("admin-token", "reader-token", "admitter", UNKNOWN_TOKEN):
+            with as_token(http, token) as client:
+                for _, method, path, body in token_calls("w"):
+                    client.request(method, path, json=body)
+                client.post("/v1/windows/w/admissions", content=b"{bad json")
+                client.post("/v1/windows/w/admissions", json={"events": [event("z", [1])]})
+    output = secured.stderr()
+    assert "auth on (3 tokens)" in output
+    for secret in ("admin-token", "reader-token", "admitter", UNKNOWN_TOKEN):
+        assert secret not in output
+
+
+def test_serve_says_where_the_data_is_which_publisher_and_that_auth_is_off(server, migrated):
+    output = server.stderr()
+    assert migrated.describe_database() in output
+    assert "publisher embedded" in output
+    assert "auth OFF" in output
+    assert f"listening on {server.url}" in output
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_shuts_down_on_sigterm_and_on_sigint_without_being_killed(sig, tmp_path):
+    with running_server(f"sqlite:///{tmp_path / 'ledger.db'}") as server:
+        with httpx.Client(base_url=server.url, timeout=60.0) as client:
+            admit(client, "w", event("a"))
+        code = stop_process(server.process, sig, timeout=STOP_TIMEOUT_SECONDS)
+        output = server.stderr()
+    # Exited by itself within the bound (0, or the signal re-raised after a graceful shutdown),
+    # not by the SIGKILL that follows the bound.
+    assert code in (0, -sig), f"exit {code}; stderr:\n{output}"
+    assert "Traceback" not in output, output
+
+
+def test_serve_refuses_a_non_loopback_host_without_tokens(database_url):
+    for tokens in (None, ""):
+        env = server_env(database_url, tokens=tokens)
+        result = subprocess.run(
+            [*SERVE, "--host", "0.0.0.0", "--port", str(free_port())],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        assert result.returncode != 0
+        assert "refusing to bind 0.0.0.0" in result.stderr
+        assert "LEDGER_API_TOKENS" in result.stderr
+        assert "listening" not in result.stderr
