@@ -26,6 +26,7 @@ STATUS_OF: dict[type[errors.LedgerError], int] = {
     errors.PublishUnknownPending: 409,
     errors.BusLedgerMismatch: 409,
     errors.GateNotPassed: 409,
+    errors.ChainBroken: 409,
     errors.PublishRefused: 503,
     errors.BusUnavailable: 503,
     errors.StorageUnavailable: 503,

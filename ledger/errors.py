@@ -80,6 +80,13 @@ class GateNotPassed(LedgerError):
     code = "gate_not_passed"
 
 
+class ChainBroken(LedgerError):
+    """The window's stored history no longer verifies (a hole, an edit, a missing tail): it is
+    reported, never built on and never guessed around."""
+
+    code = "chain_broken"
+
+
 class StorageUnavailable(LedgerError):
     """The database could not be reached: nothing was recorded, retrying is safe."""
 

@@ -37,6 +37,8 @@ class AdmittedProjection:
                     "state": "ADMITTED" if e.type == "EventAdmitted" else "UNKNOWN",
                     "bus_offset": f.get("offset") if e.type == "EventAdmitted" else None,
                     "source": to_json(f["source"]) if f.get("source") is not None else None,
+                    # The event that carries the payload: what an admitted page is checked against.
+                    "version": e.version,
                 }
             elif e.type == "PublishReconciled":
                 key = (e.window_id, f["identity"])

@@ -133,6 +133,8 @@ class ProjectionRunner:
                     mine = [e for e in events if e.position > positions[projection.name]]
                     projection.apply(conn, mine, {t.name: t for t in projection.tables()})
         except PositionMoved:
+            # Another runner moved on, or a migration reset the row (it is made again first).
+            self._tracking_ready = False
             return 0
         with self._advanced:
             self._advanced.notify_all()

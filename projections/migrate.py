@@ -30,7 +30,7 @@ def _migrations() -> Path:
 
 
 MIGRATIONS = _migrations()
-HEAD = "0002"
+HEAD = "0003"
 
 
 class SchemaNotCurrent(RuntimeError):

@@ -21,18 +21,19 @@ class QuarantineProjection:
         return [quarantine]
 
     def apply(self, conn: Connection, events: list[ProjectedEvent], t: dict[str, Table]) -> None:
-        rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+        rows: dict[tuple[str, str, str, bool], dict[str, Any]] = {}
         for e in events:
             if e.type != "MismatchQuarantined":
                 continue
             f = e.fields
-            key = (e.window_id, f["identity"], f["received_hash"])
+            key = (e.window_id, f["identity"], f["received_hash"], False)
             row = rows.get(key)
             if row is None:
                 rows[key] = {
                     "window_id": e.window_id,
                     "identity": f["identity"],
                     "received_hash": f["received_hash"],
+                    "late": False,
                     "first_position": e.position,
                     "event_type": f["event_type"],
                     "event_id": f["event_id"],
@@ -50,7 +51,7 @@ class QuarantineProjection:
             conn,
             t[quarantine.name],
             list(rows.values()),
-            ["window_id", "identity", "received_hash"],
+            ["window_id", "identity", "received_hash", "late"],
             add=["occurrences"],
             keep=["first_position", "first_seen"],
         )

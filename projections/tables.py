@@ -6,7 +6,7 @@ on every backend and after every rebuild.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -70,6 +70,7 @@ admitted = Table(
     Column("state", String(16), nullable=False),  # ADMITTED or UNKNOWN
     Column("bus_offset", BigInteger),
     Column("source", Text),  # JSON or NULL
+    Column("version", BigInteger),  # of the event the row comes from (migration 0003)
     Index("rm_admitted_by_offset", "window_id", "bus_offset"),
 )
 
@@ -79,6 +80,8 @@ quarantine = Table(
     Column("window_id", String(128), primary_key=True),
     Column("identity", String(64), primary_key=True),
     Column("received_hash", String(64), primary_key=True),
+    # A mismatch that arrived after close (contract s.9), outside the sealed history.
+    Column("late", Boolean, primary_key=True, nullable=False, default=False),
     Column("first_position", BigInteger, nullable=False),  # stable order for paging
     Column("event_type", String(128), nullable=False),
     Column("event_id", String(256), nullable=False),
@@ -88,4 +91,30 @@ quarantine = Table(
     Column("first_seen", String(32), nullable=False),
     Column("last_seen", String(32), nullable=False),
     Index("rm_quarantine_by_position", "first_position"),
+)
+
+# --- evidence: belongs to no projection, so a rebuild never touches it (migration 0003) --------
+
+# The latest integrity check of each window (verify, start, scrub, an admitted page, the
+# follower): a FAIL here keeps the gate FAIL whatever the read models say.
+integrity = Table(
+    "ev_integrity",
+    metadata,
+    Column("window_id", String(128), primary_key=True),
+    Column("ok", Boolean, nullable=False),
+    Column("reasons", Text, nullable=False),  # JSON list
+    Column("events", BigInteger),
+    Column("head", String(64)),
+    Column("checked_at", String(32), nullable=False),
+    Column("source", String(32), nullable=False),
+)
+
+# Each closed window's receipt as signed at close (JCS JSON, with its "signature").
+signed_receipts = Table(
+    "ev_signed_receipts",
+    metadata,
+    Column("window_id", String(128), primary_key=True),
+    Column("receipt", Text, nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("signed_at", String(32), nullable=False),
 )

@@ -27,6 +27,7 @@ CONTRACT_STATUS = {
     "publish_unknown_pending": 409,
     "bus_ledger_mismatch": 409,
     "gate_not_passed": 409,
+    "chain_broken": 409,
     "publish_refused": 503,
     "bus_unavailable": 503,
     "contention": 503,
