@@ -17,6 +17,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from api.auth import TokenAuth
 from api.controllers import (
     AdmissionsController,
+    KeysController,
     QuarantineController,
     SystemController,
     WindowsController,
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             WindowsController,
             QuarantineController,
             SystemController,
+            KeysController,
             DashboardController,
         ],
         dependencies={

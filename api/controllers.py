@@ -25,13 +25,13 @@ from api.schemas import (
     GateOut,
     Health,
     HistoryPage,
+    KeyPage,
     QuarantinePage,
     Receipt,
     ReconcileOut,
     VerifyOut,
     WindowPage,
 )
-from ledger import errors
 from ledger.admissions import NAME_PATTERN, check_window_id, prepare
 from ledger.errors import InvalidAdmission, WindowNotFound
 from ledger.receipts import render_markdown
@@ -88,7 +88,7 @@ class AdmissionsController(Controller):
         # Validating and hashing up to 1,000 payloads is CPU work: in the thread, with the
         # command, not on the event loop.
         results = await anyio.to_thread.run_sync(
-            lambda: services.ledger.admit(window_id, prepare(window_id, strict.events))
+            lambda: services.admit(window_id, prepare(window_id, strict.events))
         )
         services.runner.wake()  # the read side applies it now rather than at the next poll
         counts = Counter(r.verdict.value for r in results)
@@ -118,7 +118,7 @@ class WindowsController(Controller):
     def list_windows(
         self, services: ServicesDep, after: WindowIdQuery = None, limit: Limit = 100
     ) -> WindowPage:
-        items, next_cursor = services.read.windows(after, limit)
+        items, next_cursor = services.windows(after, limit)
         return msgspec.convert({"items": items, "next": next_cursor}, WindowPage)
 
     @get(
@@ -182,12 +182,7 @@ class WindowsController(Controller):
     def admitted(
         self, window_id: WindowId, services: ServicesDep, after: After = None, limit: Limit = 100
     ) -> AdmittedPage:
-        gate = services.gate(check_window_id(window_id))
-        if gate["status"] != "PASS":
-            raise errors.GateNotPassed(
-                f"window {window_id!r} has gate {gate['status']}: no PASS, no read", gate=gate
-            )
-        items, next_cursor = services.read.admitted_events(window_id, after, limit)
+        items, next_cursor = services.admitted(check_window_id(window_id), after, limit)
         return msgspec.convert({"items": items, "next": next_cursor}, AdmittedPage)
 
     @get(
@@ -216,7 +211,8 @@ class WindowsController(Controller):
         summary="Recompute the hash chain from the stored events",
     )
     def verify(self, window_id: WindowId, services: ServicesDep) -> VerifyOut:
-        return msgspec.convert(services.verify(check_window_id(window_id)).as_json(), VerifyOut)
+        verification, _reasons = services.verify(check_window_id(window_id))
+        return msgspec.convert(verification.as_json(), VerifyOut)
 
     @post(
         "/{window_id:str}/reconcile",
@@ -227,9 +223,7 @@ class WindowsController(Controller):
         summary="Resolve UNKNOWN identities (and adopt lost publishes) through the bus",
     )
     def reconcile(self, window_id: WindowId, services: ServicesDep) -> ReconcileOut:
-        result = services.ledger.reconcile(check_window_id(window_id))
-        services.catch_up()
-        return msgspec.convert(result, ReconcileOut)
+        return msgspec.convert(services.reconcile(check_window_id(window_id)), ReconcileOut)
 
 
 class QuarantineController(Controller):
@@ -278,8 +272,19 @@ class SystemController(Controller):
         return Response(generate_latest(metrics.registry), media_type="text/plain; version=0.0.4")
 
 
+class KeysController(Controller):
+    path = "/v1/keys"
+    tags = ["evidence"]
+    guards = [requires("read")]
+
+    @get("/", sync_to_thread=True, responses=_errors(401, 403), summary="Receipt signing keys")
+    def keys(self, services: ServicesDep) -> KeyPage:
+        return msgspec.convert({"items": services.keys(), "next": None}, KeyPage)
+
+
 __all__ = [
     "AdmissionsController",
+    "KeysController",
     "QuarantineController",
     "SystemController",
     "WindowNotFound",

@@ -50,7 +50,7 @@ class DashboardController(Controller):
         after: FromQuery[str | None] = None,
         limit: Annotated[int, Parameter(ge=1, le=1000)] = 200,
     ) -> Response[str]:
-        items, next_cursor = services.read.windows(after, limit)
+        items, next_cursor = services.windows(after, limit)
         rows = "".join(
             f"<tr><td><a href='/windows/{quote(w['window_id'])}'>{escape(w['window_id'])}</a></td>"
             f"<td>{escape(w['status'])}</td><td>{_gate(w['gate'])}</td>"

@@ -50,7 +50,13 @@ class OffsetRange(msgspec.Struct):
     max: int
 
 
-class Receipt(msgspec.Struct):
+class Signature(msgspec.Struct):
+    alg: Literal["Ed25519"]
+    key_id: str
+    value: str
+
+
+class Receipt(msgspec.Struct, omit_defaults=True):
     window_id: str
     status: Literal["OPEN", "CLOSED"]
     gate: Gate
@@ -61,6 +67,18 @@ class Receipt(msgspec.Struct):
     closed_at: str | None
     events: int
     chain_head: str
+    # Set once the window is closed: Ed25519 over JCS of the receipt without signature and gate.
+    signature: Signature | msgspec.UnsetType = msgspec.UNSET
+
+
+class KeyOut(msgspec.Struct):
+    key_id: str
+    public_key_pem: str
+
+
+class KeyPage(msgspec.Struct):
+    items: list[KeyOut]
+    next: str | None
 
 
 class GateOut(msgspec.Struct):
@@ -89,6 +107,7 @@ class AdmittedEvent(msgspec.Struct):
     payload_hash: str
     payload: dict[str, Any]
     source: dict[str, Any] | None
+    version: int  # of the event in the window's history that carries the payload
 
 
 class AdmittedPage(msgspec.Struct):
@@ -142,6 +161,8 @@ class QuarantineItem(msgspec.Struct):
     occurrences: int
     first_seen: str
     last_seen: str
+    # Arrived after close: refused (409 window_closed), kept out of the sealed history (s.9).
+    late: bool
 
 
 class QuarantinePage(msgspec.Struct):

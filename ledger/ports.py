@@ -150,3 +150,25 @@ class StreamingRecorder(Protocol):
         change of an identity overrides an earlier one's.
         """
         ...
+
+
+# --- evidence ------------------------------------------------------------------------------
+
+
+class ReceiptSigner(Protocol):
+    """Signs receipts (Ed25519 in production): contract s.9."""
+
+    alg: str
+    key_id: str
+    public_key_pem: str
+
+    def sign(self, data: bytes) -> str:
+        """The signature over `data`, base64."""
+        ...
+
+
+@runtime_checkable
+class ReceiptWitness(Protocol):
+    """A bus that keeps a copy of each signed receipt, outside the database."""
+
+    def witness(self, window_id: str, receipt: bytes) -> None: ...

@@ -102,6 +102,32 @@ def render_markdown(receipt: dict[str, Any], reasons: list[str] | None = None) -
         "- Recompute it from the history: each digest is "
         "sha256(prev_digest + JCS({version, type, recorded_at, fields})).",
     ]
+    lines += _signature_lines(receipt)
     if reasons:
         lines += ["", "## Gate reasons", ""] + [f"- {r}" for r in reasons]
     return "\n".join(lines) + "\n"
+
+
+def _signature_lines(receipt: dict[str, Any]) -> list[str]:
+    signature = receipt.get("signature")
+    if not signature:
+        return ["- **Signature:** none yet (a receipt is signed when its window closes)"]
+    window = receipt["window_id"]
+    return [
+        f"- **Signature:** {signature['alg']} by key `{signature['key_id']}`",
+        f"- **Signature value:** `{signature['value']}`",
+        "",
+        "## Keep this receipt",
+        "",
+        "A PASS is a claim about the stored history now. To check this window later without "
+        "trusting the database it lives in:",
+        "",
+        f"1. `ledger export {window} -o {window}.bundle.jsonl` (the signed receipt and the whole "
+        "history, one JSON line each);",
+        "2. the public key: `GET /v1/keys` (the entry with the key id above);",
+        f"3. `ledger verify --bundle {window}.bundle.jsonl --public-key key.pem`: every digest, "
+        "the head and event count against this receipt, and the signature (no database, no "
+        "service needed); exit 0 when all hold;",
+        f"4. `ledger verify {window} --receipt {window}.bundle.jsonl` holds the live history to "
+        "a receipt kept earlier (it catches a truncated or rewritten tail).",
+    ]

@@ -26,8 +26,10 @@ def _recorded_at(stamp: str) -> str:
 
 
 class EventDecoder:
-    """Remembers window ids (only WindowOpened carries one; the rest name the window's uuid,
-    kept in `rm_window_names`) and type names by topic."""
+    """Remembers window ids and type names by topic. Only the first event of an aggregate
+    carries its window's id (`WindowOpened`, or `LateArrivalsOpened` for the window's late
+    arrivals, an aggregate of its own); the rest name the aggregate's uuid, mapped to the
+    window in `rm_window_names`."""
 
     def __init__(self) -> None:
         self._names: dict[str, str] = {}  # window uuid -> window_id

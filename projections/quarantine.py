@@ -1,5 +1,8 @@
 """The quarantine queue: one row per distinct (identity, received hash), with occurrences.
 
+In-window mismatches (`MismatchQuarantined`, in the window's history) and late ones
+(`LateMismatchRecorded`, of the window's late arrivals: after close, outside its sealed history,
+contract s.9) are kept apart by `late`: the same drift before and after close is two rows.
 The original payload is not copied here: readers join the admitted read model on identity.
 """
 
@@ -13,6 +16,9 @@ from projections.base import ProjectedEvent, to_json
 from projections.tables import quarantine
 from projections.upsert import upsert
 
+# The events that are quarantine entries, and whether each is late.
+_LATE_BY_TYPE = {"MismatchQuarantined": False, "LateMismatchRecorded": True}
+
 
 class QuarantineProjection:
     name = "quarantine"
@@ -23,17 +29,18 @@ class QuarantineProjection:
     def apply(self, conn: Connection, events: list[ProjectedEvent], t: dict[str, Table]) -> None:
         rows: dict[tuple[str, str, str, bool], dict[str, Any]] = {}
         for e in events:
-            if e.type != "MismatchQuarantined":
+            late = _LATE_BY_TYPE.get(e.type)
+            if late is None:
                 continue
             f = e.fields
-            key = (e.window_id, f["identity"], f["received_hash"], False)
+            key = (e.window_id, f["identity"], f["received_hash"], late)
             row = rows.get(key)
             if row is None:
                 rows[key] = {
                     "window_id": e.window_id,
                     "identity": f["identity"],
                     "received_hash": f["received_hash"],
-                    "late": False,
+                    "late": late,
                     "first_position": e.position,
                     "event_type": f["event_type"],
                     "event_id": f["event_id"],

@@ -111,19 +111,25 @@ class ReadModels:
             query = query.where(admitted.c.bus_offset > after)
         with self.store.reader.connect() as conn:
             rows = list(conn.execute(query))
-        items = [
-            {
-                "offset": r.bus_offset,
-                "event_type": r.event_type,
-                "event_id": r.event_id,
-                "identity": r.identity,
-                "payload_hash": r.payload_hash,
-                "payload": json.loads(r.payload),
-                "source": json.loads(r.source) if r.source else None,
-            }
-            for r in rows[:n]
-        ]
+        items = [_admitted_item(r) for r in rows[:n]]
         return items, (str(rows[n - 1].bus_offset) if len(rows) > n else None)
+
+    def admitted_by_version(
+        self, window_id: str, after_version: int, limit: int
+    ) -> list[dict[str, Any]]:
+        """The window's admitted rows in history order, a page at a time (for the scrub)."""
+        query = (
+            select(admitted)
+            .where(
+                admitted.c.window_id == window_id,
+                admitted.c.state == "ADMITTED",
+                admitted.c.version > after_version,
+            )
+            .order_by(admitted.c.version)
+            .limit(limit)
+        )
+        with self.store.reader.connect() as conn:
+            return [_admitted_item(r) for r in conn.execute(query)]
 
     def quarantine_queue(
         self, window_id: str | None, after: int | None, limit: int | None
@@ -163,7 +169,21 @@ class ReadModels:
                 "occurrences": r.occurrences,
                 "first_seen": r.first_seen,
                 "last_seen": r.last_seen,
+                "late": bool(r.late),  # after close, outside the sealed history (s.9)
             }
             for r in rows[:n]
         ]
         return items, (str(rows[n - 1].first_position) if len(rows) > n else None)
+
+
+def _admitted_item(r: Any) -> dict[str, Any]:
+    return {
+        "offset": r.bus_offset,
+        "event_type": r.event_type,
+        "event_id": r.event_id,
+        "identity": r.identity,
+        "payload_hash": r.payload_hash,
+        "payload": json.loads(r.payload),
+        "source": json.loads(r.source) if r.source else None,
+        "version": r.version,  # of the event in the window's history that carries it
+    }

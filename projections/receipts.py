@@ -1,4 +1,15 @@
-"""Receipts, gate status and the windows list: one row per window (plus source offset ranges)."""
+"""Receipts, gate status and the windows list: one row per window (plus source offset ranges).
+
+A row counts the window's events as they arrive (`events`), so each event's version must be the
+next one. One that is not (a version seen again, or versions skipped) means the stored log the
+read side follows was changed under it: a stored event removed or replaced. The row still
+applies it (its counts then disagree with the history, so a closed window's gate is FAIL), and
+the window's integrity check records the failure in the same transaction (`ev_integrity`, which
+no rebuild touches).
+
+The events of a window's late arrivals (`LateArrivalsOpened`, `LateMismatchRecorded`: another
+aggregate, named by the same window id) are outside its history: not counted here.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +19,13 @@ from typing import Any
 from sqlalchemy import Connection, Table, select
 
 from projections.base import ProjectedEvent, to_json
+from projections.evidence import record_check
 from projections.gate import judge_row
 from projections.tables import receipt_sources, receipts
 from projections.upsert import upsert
+
+# Events of a window's late arrivals (see the module), by their type names.
+LATE_PREFIX = "Late"
 
 
 class ReceiptsProjection:
@@ -20,16 +35,24 @@ class ReceiptsProjection:
         return [receipts, receipt_sources]
 
     def apply(self, conn: Connection, events: list[ProjectedEvent], t: dict[str, Table]) -> None:
+        events = [e for e in events if not e.type.startswith(LATE_PREFIX)]
+        if not events:
+            return
         table, sources_table = t[receipts.name], t[receipt_sources.name]
         window_ids = list(dict.fromkeys(e.window_id for e in events))
         rows = self._load(conn, table, window_ids)
         sources = self._load_sources(conn, sources_table, window_ids)
         touched_sources: set[tuple[str, str]] = set()
+        out_of_order: dict[str, list[str]] = {}
         for e in events:
             row = rows.get(e.window_id)
             if row is None:
                 row = rows[e.window_id] = self._new_row(e)
+            if e.version != row["events"] + 1:
+                out_of_order.setdefault(e.window_id, []).append(_out_of_order(e, row["events"]))
             self._apply_one(row, sources.setdefault(e.window_id, {}), e, touched_sources)
+        for window_id, problems in out_of_order.items():
+            record_check(conn, window_id, ok=False, reasons=problems, source="follower")
         for window_id in window_ids:
             row = rows[window_id]
             row["gate"], reasons = judge_row(row, self._ranges(sources.get(window_id, {})))
@@ -135,3 +158,16 @@ class ReceiptsProjection:
 def _note_offset(row: dict[str, Any], offset: int) -> None:
     row["bus_first"] = offset if row["bus_first"] is None else min(row["bus_first"], offset)
     row["bus_last"] = offset if row["bus_last"] is None else max(row["bus_last"], offset)
+
+
+def _out_of_order(e: ProjectedEvent, applied: int) -> str:
+    """Why an event whose version does not follow the `applied` events before it is a failure."""
+    if e.version > applied + 1:
+        return (
+            f"the read side saw version {e.version} after version {applied}: stored events "
+            "were removed from the log it follows"
+        )
+    return (
+        f"the read side saw version {e.version} after version {applied}: a stored event was "
+        "removed or replaced"
+    )

@@ -7,19 +7,23 @@ line use. Nothing connects at import.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ledger.application import Ledger, Verification
-from ledger.errors import StorageUnavailable, WindowNotFound
+from ledger.admissions import Admission
+from ledger.application import AdmissionResult, Ledger, Verification
+from ledger.errors import GateNotPassed, StorageUnavailable, WindowNotFound
 from ledger.infrastructure import fastjson
 from ledger.infrastructure.embedded import EmbeddedPublisher
+from ledger.infrastructure.signing import Ed25519Signer
 from ledger.ports import Publisher
+from projections.evidence import EvidenceStore
 from projections.follower import ProjectionRunner
 from projections.migrate import ensure_schema
 from projections.queries import ReadModels
 from projections.store import ReadStore, create_read_store
+from service.evidence import Evidence
 from service.settings import Settings, SettingsError
 
 CLOSE_WAIT_SECONDS = 10.0
@@ -66,11 +70,26 @@ class Services:
     store: ReadStore
     runner: ProjectionRunner
     read: ReadModels
+    evidence: Evidence
     following: bool = False
 
     def start_following(self) -> None:
+        """The running service: the follower, and the scrub (at start, then every interval)."""
         self.runner.start()
         self.following = True
+        self.evidence.start(self.settings.scrub_interval_seconds)
+
+    # --- commands (each refused for a sealed window whose history no longer ends closed) --
+
+    def admit(self, window_id: str, admissions: Sequence[Admission]) -> list[AdmissionResult]:
+        self.evidence.guard(window_id)
+        return self.ledger.admit(window_id, admissions)
+
+    def reconcile(self, window_id: str) -> dict[str, Any]:
+        self.evidence.guard(window_id)
+        result = self.ledger.reconcile(window_id)
+        self.catch_up()
+        return result
 
     def catch_up(self) -> None:
         """Bring the read side up to the log's head (used where no runner follows)."""
@@ -80,16 +99,47 @@ class Services:
             self.runner.run_until_caught_up()
 
     def close_window(self, window_id: str) -> dict[str, Any]:
-        """Close, then wait (bounded) for the read side, so the gate reads PASS right after."""
-        self.ledger.close_window(window_id)
+        """Close and sign, then wait (bounded) for the read side, so the gate reads PASS right
+        after."""
+        self.evidence.guard(window_id)
+        self.evidence.seal(window_id, self.ledger.close_window(window_id))
         self.catch_up()
         return self.receipt(window_id)
 
+    # --- reads (the gate fails closed on what the checks found) ---------------------------
+
     def receipt(self, window_id: str) -> dict[str, Any]:
-        return self._projected(window_id, self.read.receipt)
+        receipt = self._projected(window_id, self.read.receipt)
+        signed = self.evidence.store.signed(window_id)
+        if signed is not None:
+            receipt["signature"] = signed["signature"]
+        self.evidence.overrule([receipt])
+        return receipt
 
     def gate(self, window_id: str) -> dict[str, Any]:
-        return self._projected(window_id, self.read.gate)
+        gate = self._projected(window_id, self.read.gate)
+        self.evidence.overrule([gate], key="status")
+        return gate
+
+    def windows(
+        self, after: str | None, limit: int | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        items, next_cursor = self.read.windows(after, limit)
+        self.evidence.overrule(items)
+        return items, next_cursor
+
+    def admitted(
+        self, window_id: str, after: int | None, limit: int | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """No PASS, no read; and no payload that differs from the stored chain."""
+        gate = self.gate(window_id)
+        if gate["status"] != "PASS":
+            raise GateNotPassed(
+                f"window {window_id!r} has gate {gate['status']}: no PASS, no read", gate=gate
+            )
+        items, next_cursor = self.read.admitted_events(window_id, after, limit)
+        self.evidence.check_page(window_id, items)
+        return items, next_cursor
 
     def _projected(
         self, window_id: str, read: Callable[[str], dict[str, Any] | None]
@@ -104,8 +154,13 @@ class Services:
             raise WindowNotFound(f"no window {window_id!r}")
         return found
 
-    def verify(self, window_id: str) -> Verification:
-        return self.ledger.verify(window_id)
+    def verify(self, window_id: str) -> tuple[Verification, list[str]]:
+        """Recompute the chain and hold it to the close and the signed receipt (recorded: the
+        gate follows what this finds); the reasons say what does not stand."""
+        return self.evidence.verify(window_id)
+
+    def keys(self) -> list[dict[str, str]]:
+        return self.evidence.keys()
 
     def health(self) -> None:
         """Raise StorageUnavailable unless both the read models and the events answer."""
@@ -116,6 +171,7 @@ class Services:
             raise StorageUnavailable(f"storage is unreachable: {type(exc).__name__}") from None
 
     def close(self) -> None:
+        self.evidence.stop()
         if self.following:
             self.runner.stop()
         self.ledger.close()
@@ -136,9 +192,18 @@ def prepare_schema(settings: Settings, store: ReadStore | None = None) -> None:
             store.dispose()
 
 
+def build_signer(settings: Settings) -> Ed25519Signer:
+    """The receipt signing key: LEDGER_SIGNING_KEY, or generated under the data directory."""
+    if settings.signing_key and not settings.signing_key_path.is_file():
+        raise SettingsError(f"LEDGER_SIGNING_KEY names {settings.signing_key!r}: no such file")
+    return Ed25519Signer.load_or_create(settings.signing_key_path)
+
+
 def build_services(settings: Settings, publisher: Publisher | None = None) -> Services:
     store = build_read_store(settings)
     prepare_schema(settings, store)
     ledger = build_ledger(settings, publisher)
     runner = ProjectionRunner(ledger.recorder, ledger.mapper.transcoder, store)
-    return Services(settings, ledger, store, runner, ReadModels(store))
+    read = ReadModels(store)
+    evidence = Evidence(ledger, EvidenceStore(store), read, build_signer(settings))
+    return Services(settings, ledger, store, runner, read, evidence)

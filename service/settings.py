@@ -16,6 +16,13 @@ class SettingsError(ValueError):
     pass
 
 
+def _seconds(text: str | None, default: float) -> float:
+    value = default if not text else float(text)
+    if value < 0 or value != value:
+        raise ValueError(f"{text!r} is not a number of seconds >= 0")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -27,6 +34,9 @@ class Settings:
     nats_subject_prefix: str = "ledger.windows"
     nats_duplicate_window_seconds: float = 24 * 3600.0
     nats_publish_timeout_seconds: float = 2.0
+    # Evidence (contract s.9): the receipt signing key, and how often closed windows are scrubbed.
+    signing_key: str = ""  # path to a PEM private key; "" = generated under the data directory
+    scrub_interval_seconds: float = 3600.0  # 0 turns the background scrub off
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -45,14 +55,26 @@ class Settings:
                 nats_publish_timeout_seconds=float(
                     env.get("LEDGER_NATS_PUBLISH_TIMEOUT_SECONDS") or 2.0
                 ),
+                signing_key=env.get("LEDGER_SIGNING_KEY") or "",
+                scrub_interval_seconds=_seconds(env.get("LEDGER_SCRUB_INTERVAL_SECONDS"), 3600.0),
             )
         except ValueError as exc:
-            raise SettingsError(f"bad number in the LEDGER_NATS_* settings: {exc}") from None
+            raise SettingsError(f"bad number in the LEDGER_* settings: {exc}") from None
 
     def describe_publisher(self) -> str:
         if self.publisher == "embedded":
             return "embedded (the ledger is the stream; offsets are per-window sequences)"
         return f"NATS JetStream at {self.publisher}, stream {self.nats_stream}"
+
+    @property
+    def data_dir(self) -> Path:
+        """Where the service keeps its files: the SQLite file's folder, else ./ledger-data."""
+        return self.sqlite_path.parent if self.is_sqlite else Path("ledger-data")
+
+    @property
+    def signing_key_path(self) -> Path:
+        """LEDGER_SIGNING_KEY, or the key generated on first start under the data directory."""
+        return Path(self.signing_key) if self.signing_key else self.data_dir / "signing-key.pem"
 
     @property
     def is_sqlite(self) -> bool:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from ledger.infrastructure.signing import Ed25519Signer
 from projections.migrate import upgrade
 from projections.store import create_read_store
 from service.settings import Settings
@@ -41,9 +42,18 @@ def backend(database_url: str) -> str:
     return "sqlite" if database_url.startswith("sqlite") else "postgres"
 
 
+@pytest.fixture(scope="session")
+def signing_key(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One receipt signing key for the run, outside the checkout (the service would otherwise
+    make one under its data directory, ./ledger-data for PostgreSQL)."""
+    path = tmp_path_factory.mktemp("keys") / "signing-key.pem"
+    Ed25519Signer.load_or_create(path)
+    return str(path)
+
+
 @pytest.fixture
-def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url)
+def settings(database_url: str, signing_key: str) -> Settings:
+    return Settings(database_url=database_url, signing_key=signing_key)
 
 
 @pytest.fixture

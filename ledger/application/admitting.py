@@ -5,23 +5,27 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import cast
+from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import Repository
-from eventsourcing.persistence import Mapper
+from eventsourcing.application import AggregateNotFoundError, Repository
+from eventsourcing.persistence import Mapper, PersistenceError
 
 from ledger.admissions import Admission
 from ledger.application.judging import (
     Forms,
+    LateMismatch,
     admitted_form,
+    judge_after_close,
     judge_arrival,
-    judge_closed,
+    record_late,
     to_publish,
 )
 from ledger.application.results import AdmissionResult
-from ledger.application.unit_of_work import StaleWindow, WindowUnitOfWork
+from ledger.application.unit_of_work import StaleWindow, WindowUnitOfWork, replay
 from ledger.domain import Window
+from ledger.domain.late import LateArrivals, late_arrivals_uuid
+from ledger.errors import ChainBroken
 from ledger.jcs import CanonicalizationError
 from ledger.ports import (
     Chunk,
@@ -58,13 +62,16 @@ class Admitting:
         recorder: StreamingRecorder,
         index: IdentityIndex,
         publisher: Publisher,
+        save: Callable[..., Any],
     ) -> None:
+        """`save`: the Application's, for what is recorded outside a window's own stream."""
         self.uow = uow
         self.repository = repository
         self.mapper = mapper
         self.recorder = recorder
         self.index = index
         self.publisher = publisher
+        self.save = save
 
     def window_and_index(
         self, window_id: str, identities: Iterable[str], meanwhile: Callable[[], None]
@@ -80,8 +87,9 @@ class Admitting:
         newer, known = self.index.catch_up_and_look_up(
             cached.id, cached.version, window_id, identities, meanwhile
         )
-        for stored in newer:
-            cast("Window.Event", self.mapper.to_domain_event(stored)).mutate(cached)
+        # A hole or an event that does not decode or apply: ChainBroken (the unit of work
+        # then drops the cached window, which may hold part of this catch-up).
+        replay(window_id, cached, (self.mapper.to_domain_event(s) for s in newer))
         return cached, known
 
     def admit_once(self, window_id: str, admissions: Sequence[Admission]) -> list[AdmissionResult]:
@@ -99,7 +107,7 @@ class Admitting:
             window_id, (a.identity for a in admissions), make_forms
         )
         if window is not None and window.is_closed:
-            return judge_closed(window_id, admissions, known)
+            return self.after_close(window_id, admissions, known)
         # The index is read after the window, so it is never older; if it is newer (another
         # process committed in between), judging now would build on a stale window: re-run.
         pending = window.pending if window is not None else {}
@@ -113,6 +121,53 @@ class Admitting:
         results: list[AdmissionResult] = []
         self.save_stream(window, self._chunks(window, admissions, known, outcomes, forms, results))
         return results
+
+    def after_close(
+        self, window_id: str, admissions: Sequence[Admission], known: dict[str, Known]
+    ) -> list[AdmissionResult]:
+        """Exact duplicates are answered and nothing is recorded; anything else refuses the
+        whole batch (`WindowClosed`), after its late mismatches are recorded beside the sealed
+        window, never in it (contract s.9)."""
+        judged = judge_after_close(window_id, admissions, known)
+        if judged.mismatches:
+            self.record_late(window_id, judged.mismatches)
+        if judged.refusal is not None:
+            raise judged.refusal
+        return judged.results
+
+    def record_late(self, window_id: str, mismatches: Sequence[LateMismatch]) -> None:
+        """Save the mismatches in the window's `LateArrivals`, in one transaction (the identity
+        index is not touched: a late arrival changes no identity's state)."""
+        late_id = late_arrivals_uuid(window_id)
+        try:
+            late = self._late_arrivals(window_id, late_id)
+            with late.one_moment():
+                record_late(late, mismatches)
+            self.save(late)
+        except BaseException:
+            # The cache hands out the object itself: one ahead of storage must not stay there
+            # (another process's version conflict, for one, re-runs the command).
+            if self.repository.cache is not None:
+                with contextlib.suppress(KeyError):
+                    self.repository.cache.get(late_id, evict=True)
+            raise
+
+    def _late_arrivals(self, window_id: str, late_id: UUID) -> LateArrivals:
+        try:
+            late: LateArrivals = self.repository.get(late_id)
+        except AggregateNotFoundError:
+            return LateArrivals.open(window_id)
+        except PersistenceError:
+            raise  # storage itself: the unit of work re-runs or reports it
+        except Exception as exc:
+            # A stored late event gone, out of place or undecodable: said, never built on
+            # (nor a 500).
+            raise ChainBroken(
+                f"the stored late arrivals of window {window_id!r} do not replay ({exc!r}); "
+                "this late arrival was not recorded",
+                window_id=window_id,
+            ) from exc
+        return late
 
     def _publish(
         self, window_id: str, window: Window | None, wanted: dict[str, Admission]

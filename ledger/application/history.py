@@ -5,7 +5,7 @@ What a reviewer needs to recompute the chain (contract s.2), read a page at a ti
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from typing import Any
 from uuid import UUID
@@ -13,11 +13,25 @@ from uuid import UUID
 from eventsourcing.persistence import ApplicationRecorder, StoredEvent, Transcoder
 from eventsourcing.utils import resolve_topic
 
+from ledger.application.evidence import ChainWalk
 from ledger.application.results import Verification
-from ledger.domain import GENESIS_DIGEST, META_KEYS, chain_digest, format_recorded_at, window_uuid
+from ledger.domain import META_KEYS, chain_digest, format_recorded_at, window_uuid
 from ledger.errors import WindowNotFound
 
 HISTORY_PAGE = 1000
+
+
+RUN_GAP = 64  # versions this far apart are read by separate queries
+
+
+def _runs(versions: list[int]) -> list[tuple[int, int]]:
+    runs: list[tuple[int, int]] = []
+    for v in versions:
+        if runs and v - runs[-1][1] <= RUN_GAP:
+            runs[-1] = (runs[-1][0], v)
+        else:
+            runs.append((v, v))
+    return runs
 
 
 @lru_cache(maxsize=64)
@@ -42,6 +56,41 @@ class HistoryReader:
     def event_at(self, originator_id: UUID, version: int) -> StoredEvent:
         (stored,) = self.recorder.select_events(originator_id, gt=version - 1, lte=version)
         return stored
+
+    def last_item(self, window_id: str) -> dict[str, Any] | None:
+        """The window's newest stored event as history (one indexed read)."""
+        newest = self.recorder.select_events(window_uuid(window_id), desc=True, limit=1)
+        if not newest:
+            return None
+        try:
+            return self.item(newest[0])
+        except Exception:  # undecodable: the caller finds it differs from what was signed
+            return {"version": newest[0].originator_version, "type": None, "digest": None}
+
+    def items_at(self, window_id: str, versions: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """Some of the window's events by version: their fields, and whether each one's digest
+        recomputes from its own content and its stored prev_digest (a local check; the whole
+        chain is the scrub's). Read in runs of nearby versions, not one query each."""
+        uuid = window_uuid(window_id)
+        found: dict[int, dict[str, Any]] = {}
+        for first, last in _runs(sorted(set(versions))):
+            for stored in self.recorder.select_events(uuid, gt=first - 1, lte=last):
+                found[stored.originator_version] = self._checked(stored)
+        return found
+
+    def _checked(self, stored: StoredEvent) -> dict[str, Any]:
+        try:
+            item = self.item(stored)
+            intact = item["digest"] == chain_digest(
+                item["prev_digest"],
+                stored.originator_version,
+                item["type"],
+                item["recorded_at"],
+                item["fields"],
+            )
+        except Exception:  # undecodable state is tampering too
+            return {"fields": {}, "intact": False}
+        return {"fields": item["fields"], "intact": intact}
 
     def stored_events(self, window_id: str, after: int = 0) -> Iterator[StoredEvent]:
         """The window's stored events in version order, a page at a time (bounded memory)."""
@@ -83,31 +132,18 @@ class HistoryReader:
 
     def verify(self, window_id: str) -> Verification:
         """Recompute the hash chain from the stored events; report the first bad version."""
-        head = GENESIS_DIGEST
-        count = 0
-        first_bad: int | None = None
-        for stored in self.stored_events(window_id):
-            count += 1
-            version = stored.originator_version
-            intact, recomputed = self._check(stored, head, count)
-            if not intact and first_bad is None:
-                first_bad = version
-            head = recomputed
-        if count == 0:
-            raise WindowNotFound(f"no window {window_id!r}")
-        return Verification(first_bad is None, count, head, first_bad)
+        return self.walk(window_id).verification()
 
-    def _check(self, stored: StoredEvent, head: str, position: int) -> tuple[bool, str]:
-        """Whether the event links to `head` at its position, and its recomputed digest."""
-        version = stored.originator_version
-        try:
-            item = self.item(stored)
-            recomputed = chain_digest(
-                head, version, item["type"], item["recorded_at"], item["fields"]
-            )
-        except Exception:  # undecodable state is tampering too
-            return False, head
-        intact = (
-            version == position and item["prev_digest"] == head and item["digest"] == recomputed
-        )
-        return intact, recomputed
+    def walk(self, window_id: str) -> ChainWalk:
+        """The chain recomputed over the stored history (see `ledger.application.evidence`)."""
+        walk = ChainWalk()
+        for stored in self.stored_events(window_id):
+            try:
+                item = self.item(stored)
+            except Exception:  # undecodable state is tampering too
+                walk.fail(stored.originator_version)
+                continue
+            walk.step(item)
+        if walk.events == 0:
+            raise WindowNotFound(f"no window {window_id!r}")
+        return walk

@@ -1,16 +1,17 @@
 """Judging arrivals (contract s.3): what one arrival means for its window, given what the
 ledger knew of its identity and what the bus answered. Pure: no storage, no bus; the unit
-tests drive it with a `Window` alone.
+tests drive it with a `Window` alone (and, after close, a `LateArrivals`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from ledger.admissions import Admission
 from ledger.application.results import AdmissionResult
 from ledger.domain import AdmittedForm, Window
+from ledger.domain.late import LateArrivals
 from ledger.errors import WindowClosed
 from ledger.ports import Message, Published, PublishOutcome, Superseded
 from ledger.verdicts import Action, IdentityState, Known, Verdict, classify
@@ -169,21 +170,80 @@ def _reason(outcome: PublishOutcome) -> str:
     return outcome.reason
 
 
+class LateMismatch(NamedTuple):
+    """An arrival after close whose identity is known with another payload (contract s.9)."""
+
+    admission: Admission
+    original_hash: str
+
+
+class ClosedJudgement(NamedTuple):
+    """What a batch means for a closed window: the answers when every arrival is an exact
+    duplicate, else the refusal; and, either way, the late mismatches to record outside the
+    window's sealed history (there are none when nothing is refused)."""
+
+    results: list[AdmissionResult]
+    mismatches: list[LateMismatch]
+    refusal: WindowClosed | None
+
+
+def judge_after_close(
+    window_id: str, admissions: Sequence[Admission], known: dict[str, Known]
+) -> ClosedJudgement:
+    """After close only exact duplicates are answered; anything else refuses the whole batch.
+    Every arrival whose identity is known with another payload is a late mismatch (a repeat
+    in the batch is another one); a new identity is refused and is not one."""
+    results: list[AdmissionResult] = []
+    mismatches: list[LateMismatch] = []
+    refused: Admission | None = None
+    for a in admissions:
+        k = known.get(a.identity)
+        if k is not None and k.payload_hash != a.payload_hash:
+            mismatches.append(LateMismatch(a, k.payload_hash))
+        elif k is not None and k.state is IdentityState.ADMITTED:
+            results.append(
+                AdmissionResult(
+                    a.event_type,
+                    a.event_id,
+                    a.identity,
+                    a.payload_hash,
+                    Verdict.DUPLICATE,
+                    k.offset,
+                )
+            )
+            continue
+        if refused is None:
+            refused = a
+    if refused is None:
+        return ClosedJudgement(results, mismatches, None)
+    refusal = WindowClosed(
+        f"window {window_id!r} is closed; only exact duplicates are answered "
+        f"({refused.event_type}/{refused.event_id} is not one)"
+    )
+    return ClosedJudgement([], mismatches, refusal)
+
+
 def judge_closed(
     window_id: str, admissions: Sequence[Admission], known: dict[str, Known]
 ) -> list[AdmissionResult]:
-    """After close only exact duplicates are answered, and nothing is recorded."""
-    results = []
-    for a in admissions:
-        k = known.get(a.identity)
-        if k is None or k.state is not IdentityState.ADMITTED or k.payload_hash != a.payload_hash:
-            raise WindowClosed(
-                f"window {window_id!r} is closed; only exact duplicates are answered "
-                f"({a.event_type}/{a.event_id} is not one)"
-            )
-        results.append(
-            AdmissionResult(
-                a.event_type, a.event_id, a.identity, a.payload_hash, Verdict.DUPLICATE, k.offset
-            )
+    """After close only exact duplicates are answered (raises `WindowClosed` otherwise), and
+    nothing is recorded in the window."""
+    judged = judge_after_close(window_id, admissions, known)
+    if judged.refusal is not None:
+        raise judged.refusal
+    return judged.results
+
+
+def record_late(late: LateArrivals, mismatches: Iterable[LateMismatch]) -> None:
+    """Record late mismatches in the window's late arrivals (the first payload stays the truth)."""
+    for a, original_hash in mismatches:
+        late.record_mismatch(
+            identity=a.identity,
+            event_type=a.event_type,
+            event_id=a.event_id,
+            original_hash=original_hash,
+            received_hash=a.payload_hash,
+            received_payload=a.payload,
+            source=a.source,
+            canonical_payload=a.canonical_payload,
         )
-    return results

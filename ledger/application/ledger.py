@@ -51,6 +51,7 @@ class Ledger(Application[UUID]):
             cast(StreamingRecorder, self.recorder),
             self.index,
             publisher,
+            self.save,
         )
 
     # --- commands -----------------------------------------------------------------------

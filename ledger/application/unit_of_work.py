@@ -1,4 +1,5 @@
-"""Running one command on one window: the window's lock, re-runs on conflicts, the cache.
+"""Running one command on one window: the window's lock, re-runs on conflicts, the cache; and
+loading a window, where a stored history that does not replay is reported as `ChainBroken`.
 
 eventsourcing is sync: callers in an event loop run commands in a thread.
 """
@@ -8,16 +9,16 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from copy import deepcopy
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Repository
 from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
 
 from ledger.domain import Window, window_uuid
-from ledger.errors import Contention, LedgerError, WindowNotFound
+from ledger.errors import ChainBroken, Contention, LedgerError, WindowNotFound
 
 MAX_ATTEMPTS = 20
 TRANSIENT_ATTEMPTS = 10  # as eventsourcing's own insert retries
@@ -31,6 +32,47 @@ class StaleWindow(Exception):
     """Another process moved the window on between our reads: re-run the command."""
 
 
+def history_breaks(window_id: str, version: int, why: str) -> ChainBroken:
+    return ChainBroken(
+        f"the stored history of window {window_id!r} breaks at version {version}: {why}; "
+        "nothing was recorded, and retrying will not help (its verify shows the chain)",
+        window_id=window_id,
+        version=version,
+    )
+
+
+def replay(window_id: str, window: Window | None, events: Iterable[Any]) -> Window | None:
+    """The library's `project_aggregate`, for a history that may have been tampered with: the
+    events must follow `window` one version at a time, decode and apply, or the history is
+    reported broken at the first version that does not (a hole, an undecodable or unappliable
+    event), instead of the library's OriginatorVersionError or a decoding error."""
+    version = window.version if window is not None else 0
+    stream = iter(events)  # the mapper decodes as this is read
+    while True:
+        expected = version + 1
+        try:
+            event = next(stream)
+        except StopIteration:
+            return window
+        except Exception as exc:
+            why = f"its stored event does not decode ({exc})"
+            raise history_breaks(window_id, expected, why) from exc
+        found = getattr(event, "originator_version", None)
+        if found != expected:
+            why = (
+                f"it is missing (the next stored event is version {found})"
+                if isinstance(found, int) and found > expected
+                else f"the stored event there is version {found}, after version {version}"
+            )
+            raise history_breaks(window_id, expected, why)
+        try:
+            window = cast("Window", event.mutate(window))
+        except Exception as exc:
+            why = f"its stored event does not apply ({exc})"
+            raise history_breaks(window_id, expected, why) from exc
+        version = expected
+
+
 class WindowUnitOfWork:
     def __init__(self, repository: Repository[UUID]) -> None:
         self.repository = repository
@@ -42,10 +84,18 @@ class WindowUnitOfWork:
         return self._locks[hash(window_id) % _LOCK_STRIPES]
 
     def find(self, window_id: str) -> Window | None:
+        """The window (from the cache, brought up to date, or replayed from storage)."""
         try:
-            window: Window = self.repository.get(window_uuid(window_id))
+            window: Window = self.repository.get(
+                window_uuid(window_id),
+                projector_func=lambda w, events: replay(window_id, w, events),
+            )
         except AggregateNotFoundError:
             return None
+        except ChainBroken:
+            # The fast-forward of a cached window may have applied part of what it read.
+            self.evict(window_id)
+            raise
         return window
 
     def window(self, window_id: str) -> Window:
@@ -98,6 +148,11 @@ class WindowUnitOfWork:
                     if transient >= TRANSIENT_ATTEMPTS:
                         raise
                     time.sleep(TRANSIENT_WAIT_SECONDS)
+                except ChainBroken:
+                    # Loading the window found its stored history broken: re-running would
+                    # find it again. The cached window may hold part of a catch-up: drop it.
+                    self.evict(window_id)
+                    raise
                 except LedgerError:
                     # A refusal comes before any save; keep the window unless it was changed.
                     self.evict(window_id, only_if_dirty=True)
@@ -112,4 +167,4 @@ class WindowUnitOfWork:
             )
 
 
-__all__ = ["StaleWindow", "WindowUnitOfWork"]
+__all__ = ["StaleWindow", "WindowUnitOfWork", "history_breaks", "replay"]

@@ -261,6 +261,24 @@ class JetStreamPublisher:
             return Published(ack.seq)
         return Superseded(ack.seq, _bus_message(ack.seq, body))
 
+    # --- the receipt witness ------------------------------------------------------------
+
+    def receipt_subject(self, window_id: str) -> str:
+        return f"{self.settings.subject_prefix}.receipts.{subject_token(window_id)}"
+
+    def witness(self, window_id: str, receipt: bytes) -> None:
+        """Keep a copy of the window's signed receipt on the bus, outside the database (message
+        id `receipt:<window_id>`, so sending it again stores nothing new)."""
+        js = self._connected()
+        self._inspect(
+            js.publish(
+                self.receipt_subject(window_id),
+                receipt,
+                timeout=self.settings.publish_timeout_seconds,
+                headers={"Nats-Msg-Id": f"receipt:{window_id}"},
+            )
+        )
+
     # --- inspecting the bus (reconciliation and coherence) -----------------------------
 
     def _inspect(self, coro: Coroutine[Any, Any, T]) -> T:

@@ -1,6 +1,18 @@
 """The SQLite application recorder that also writes the identity index in the events'
 transaction: `Application.save(window, index_changes=[...])` passes the rows down to
 `_insert_events`, the library's extension point for rows written beside the events.
+
+Event ids (the notification ids the read side follows) are never handed out twice. The
+library's events table takes them from SQLite's rowid, which gives the next insert the id of a
+deleted newest row: a follower already past that id would never see the new event. Here the
+table declares its id `INTEGER PRIMARY KEY AUTOINCREMENT` (SQLite then remembers the highest id
+ever used, in `sqlite_sequence`), and a database made with the library's table is carried over
+once at start. The id column is named `rowid`, so the library's own statements (`SELECT rowid,
+*`, `MAX(rowid)`) read it unchanged.
+
+PostgreSQL needs none of this: the library's events table takes `notification_id` from a
+sequence (`bigserial`), and a sequence never hands out a value twice: a deleted row or a
+rolled-back insert leaves a gap, never a reused id.
 """
 
 from __future__ import annotations
@@ -10,7 +22,7 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
-from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 
 from ledger.ports import Chunk, IndexChange
 from ledger.verdicts import IdentityState, Known
@@ -21,8 +33,25 @@ LOOKUP_CHUNK = 500
 class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
     index_table = "identity_index"
 
+    def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events"):
+        super().__init__(datastore, events_table_name)
+        # The table has a fifth column, the id: name the four an insert gives.
+        self.insert_events_statement = (
+            f"INSERT INTO {self.events_table_name} "
+            "(originator_id, originator_version, topic, state) VALUES (?,?,?,?)"
+        )
+
+    def events_table_statement(self, table: str) -> str:
+        """The library's events table, with an id SQLite never reuses (see the module)."""
+        return (
+            f"CREATE TABLE IF NOT EXISTS {table} ("
+            "rowid INTEGER PRIMARY KEY AUTOINCREMENT, "
+            "originator_id TEXT, originator_version INTEGER, topic TEXT, state BLOB, "
+            "UNIQUE (originator_id, originator_version))"
+        )
+
     def construct_create_table_statements(self) -> list[str]:
-        statements = super().construct_create_table_statements()
+        statements = [self.events_table_statement(self.events_table_name)]
         statements.append(
             f"CREATE TABLE IF NOT EXISTS {self.index_table} ("
             "window_id TEXT NOT NULL, identity TEXT NOT NULL, payload_hash TEXT NOT NULL, "
@@ -30,6 +59,61 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
             "PRIMARY KEY (window_id, identity)) WITHOUT ROWID"
         )
         return statements
+
+    def create_table(self) -> None:
+        if self._reuses_ids(self._events_table_sql()):
+            self._carry_over_events_table()
+        super().create_table()
+
+    @staticmethod
+    def _reuses_ids(sql: str | None) -> bool:
+        """Whether an events table (its CREATE statement; None: there is none) is the library's,
+        whose ids SQLite hands out again."""
+        return sql is not None and "AUTOINCREMENT" not in sql.upper()
+
+    def _events_table_sql(self, c: SQLiteCursor | None = None) -> str | None:
+        """The events table's CREATE statement (None: there is none yet)."""
+        if c is None:
+            with self.datastore.transaction(commit=False) as own:
+                return self._events_table_sql(own)
+        c.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
+            (self.events_table_name,),
+        )
+        found = c.fetchone()
+        return None if found is None else str(found[0])
+
+    def _carry_over_events_table(self) -> None:
+        """Recreate the library's events table with AUTOINCREMENT, keeping every row and its
+        id, in one transaction. BEGIN IMMEDIATE takes the write lock before the table is looked
+        at again: of two processes starting at once, the second waits, then finds it done."""
+        with self.datastore.get_connection(commit=True) as connection:
+            c = connection.cursor()
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                if self._reuses_ids(self._events_table_sql(c)):
+                    self._copy_events_table(c)
+            except BaseException:
+                connection.rollback()
+                raise
+            connection.commit()
+
+    def _copy_events_table(self, c: SQLiteCursor) -> None:
+        table = self.events_table_name
+        old = f"{table}__reused_ids"
+        c.execute(f"ALTER TABLE {table} RENAME TO {old}")
+        c.execute(self.events_table_statement(table))
+        columns = "rowid, originator_id, originator_version, topic, state"
+        c.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {old} ORDER BY rowid")
+        c.execute(f"DROP TABLE {old}")
+        # The next id follows the highest one kept. (An id the old table had handed out and
+        # lost with a deleted newest row is beyond anyone's memory.)
+        c.execute("DELETE FROM sqlite_sequence WHERE name = ?", (table,))
+        c.execute(
+            "INSERT INTO sqlite_sequence (name, seq) "
+            f"SELECT ?, COALESCE(MAX(rowid), 0) FROM {table}",
+            (table,),
+        )
 
     def _insert_events(
         self,

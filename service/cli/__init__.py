@@ -6,12 +6,14 @@ import argparse
 import sys
 
 from ledger.errors import InvalidAdmission, LedgerError
+from ledger.infrastructure.signing import SigningKeyError
 from projections.migrate import SchemaNotCurrent
+from service.cli import evidence
 from service.cli.admit import cmd_admit
 from service.cli.common import EXIT_BAD_INPUT, EXIT_FAILED
 from service.cli.database import cmd_db_upgrade, cmd_projections
 from service.cli.serve import cmd_serve
-from service.cli.windows import cmd_close, cmd_history, cmd_receipt, cmd_reconcile, cmd_verify
+from service.cli.windows import cmd_close, cmd_history, cmd_receipt, cmd_reconcile
 from service.settings import SettingsError
 from service.tokens import TokenError
 
@@ -32,7 +34,6 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, text in [
         ("close", cmd_close, "close a window (refused while publishes are unknown)"),
         ("history", cmd_history, "the window's events as JSON lines, with digests"),
-        ("verify", cmd_verify, "recompute the hash chain; exit 1 when it is broken"),
         ("reconcile", cmd_reconcile, "resolve unknown publish outcomes through the bus"),
     ]:
         command = sub.add_parser(name, help=text)
@@ -52,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     projections.add_argument("action", choices=["run", "rebuild", "status"])
     projections.add_argument("name", nargs="?", help="one projection (rebuild only)")
     projections.set_defaults(func=cmd_projections)
+
+    evidence.add_commands(sub)
 
     receipt = sub.add_parser("receipt", help="the window's receipt")
     receipt.add_argument("window")
@@ -73,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             for identity in exc.extra["pending"]:
                 print(f"  pending: {identity}", file=sys.stderr)
         return EXIT_FAILED
+    except SigningKeyError as exc:
+        print(f"error: signing key: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except SchemaNotCurrent as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -73,7 +73,7 @@ def cmd_admit(args: argparse.Namespace) -> int:
         ) as bar:
             try:
                 for batch in _batches(window_id, handle, bar.update):
-                    for result in built.ledger.admit(window_id, batch):
+                    for result in built.admit(window_id, batch):
                         verdicts[result.verdict.value] += 1
                     bar.set_postfix(admissions=sum(verdicts.values()), refresh=False)
             except BadLine as exc:

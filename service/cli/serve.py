@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from service.cli.common import EXIT_BAD_INPUT
-from service.composition import prepare_schema
+from service.composition import build_signer, prepare_schema
 from service.settings import Settings
 from service.tokens import parse_tokens
 
@@ -30,6 +30,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     prepare_schema(settings)
     print(f"ledger: data in {settings.describe_database()}", file=sys.stderr)
     print(f"ledger: publisher {settings.describe_publisher()}", file=sys.stderr)
+    signer = build_signer(settings)
+    made = "generated (mode 0600) at" if signer.created else "from"
+    print(f"ledger: receipts signed with key {signer.key_id} {made} {signer.path}", file=sys.stderr)
+    scrub = settings.scrub_interval_seconds
+    print(
+        f"ledger: closed windows scrubbed at start and every {scrub:g} s"
+        if scrub > 0
+        else "ledger: closed windows scrubbed at start only (LEDGER_SCRUB_INTERVAL_SECONDS=0)",
+        file=sys.stderr,
+    )
     if tokens:
         print(f"ledger: auth on ({len(tokens)} tokens)", file=sys.stderr)
     else:

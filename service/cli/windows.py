@@ -1,4 +1,4 @@
-"""The commands on one window: close, receipt, history, verify, reconcile."""
+"""The commands on one window: close, receipt, history, reconcile."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import sys
 
 from ledger.receipts import render_markdown
-from service.cli.common import EXIT_FAILED, print_json, services
+from service.cli.common import print_json, services
 
 
 def cmd_close(args: argparse.Namespace) -> int:
@@ -35,20 +35,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
-    with services() as built:
-        verification = built.ledger.verify(args.window)
-    print_json(verification.as_json(), sys.stdout)
-    if not verification.ok:
-        print(
-            f"chain broken: first bad event is version {verification.first_bad_version}",
-            file=sys.stderr,
-        )
-        return EXIT_FAILED
-    return 0
-
-
 def cmd_reconcile(args: argparse.Namespace) -> int:
     with services() as built:
-        print_json(built.ledger.reconcile(args.window), sys.stdout)
+        print_json(built.reconcile(args.window), sys.stdout)
     return 0

@@ -48,6 +48,7 @@ OPERATIONS = [
     ("GET", "/v1/windows/{window_id}/verify"),
     ("POST", "/v1/windows/{window_id}/reconcile"),
     ("GET", "/v1/quarantine"),
+    ("GET", "/v1/keys"),
     ("GET", "/health"),
     ("GET", "/metrics"),
 ]

@@ -87,6 +87,7 @@ def test_the_quarantine_queue_groups_repeats_of_one_mismatch_into_one_row_with_o
         "occurrences": 4,
         "first_seen": seen_changed[0],
         "last_seen": seen_changed[-1],
+        "late": False,
     }
     assert repeated["first_seen"] <= repeated["last_seen"]
 
@@ -187,9 +188,11 @@ def test_the_receipt_equals_the_closing_summary_and_the_write_sides_receipt(make
 
     write_side = services.ledger.receipt("w")
     assert write_side["gate"] == "PASS"
-    assert {k: v for k, v in receipt.items() if k != "gate"} == {
+    # The receipt served is the write side's, plus the signature made at close over it.
+    assert {k: v for k, v in receipt.items() if k not in ("gate", "signature")} == {
         k: v for k, v in write_side.items() if k != "gate"
     }
+    assert receipt["signature"]["key_id"] == services.keys()[0]["key_id"]
     assert services.read.windows(None, None)[0] == [
         {"window_id": "w", "status": "CLOSED", "gate": "PASS", "counts": receipt["counts"]}
     ]
@@ -333,7 +336,12 @@ def test_the_admitted_read_model_lists_admitted_events_in_offset_order_without_u
             "payload_hash": payload_hash({"n": item["event_id"]}),
             "payload": {"n": item["event_id"]},  # the original, not the quarantined one
             "source": {"partition": "p", "offset": source_offset},
+            "version": item["version"],
         }
+        # The version names the stored event that carries the payload.
+        [carrier] = services.ledger.history("w", after=item["version"] - 1, limit=1)
+        assert carrier["type"] == "EventAdmitted"
+        assert carrier["fields"]["payload"] == item["payload"]
     # Exactly the bus offsets the write side handed out.
     history = services.ledger.history("w")
     assert offsets == [h["fields"]["offset"] for h in history if h["type"] == "EventAdmitted"]
