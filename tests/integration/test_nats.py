@@ -805,3 +805,25 @@ def test_two_ledger_processes_admitting_the_same_batches_at_once_admit_each_iden
     receipt = one.close_window(window)
     assert receipt["gate"] == "PASS"
     assert receipt["counts"]["admitted"] == 30
+
+
+# --- the receipt witness (contract s.9) ----------------------------------------------------
+
+
+def test_the_signed_receipt_is_published_to_the_bus_at_close_once_under_its_message_id(
+    nats_services: Services, bus: Bus
+) -> None:
+    window = "witnessed.window"
+    nats_services.admit(window, batch(window, event("1"), event("2")))
+    receipt = nats_services.close_window(window)
+    subject = f"{bus.prefix}.receipts.witnessed~window"
+
+    [copy] = subject_messages(bus.url, bus.stream, subject)
+    assert copy.msg_id == f"receipt:{window}"
+    witnessed = json.loads(copy.data)
+    assert witnessed == {k: v for k, v in receipt.items() if k != "gate"}
+    assert witnessed["signature"]["key_id"] == nats_services.keys()[0]["key_id"]
+    # The window's own subject holds its admissions only; closing again adds no second copy.
+    assert bus.count(window) == 2
+    nats_services.close_window(window)
+    assert len(subject_messages(bus.url, bus.stream, subject)) == 1
