@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import and_, func, select, text
+from sqlalchemy import and_, case, func, select, text
 
 from ledger.receipts import COUNT_KEYS, receipt_json
 from projections.store import ReadStore
-from projections.tables import admitted, quarantine, receipt_sources, receipts
+from projections.tables import admitted, integrity, quarantine, receipt_sources, receipts
 
 MAX_PAGE = 1000
 
@@ -63,8 +63,17 @@ class ReadModels:
             pending = conn.execute(
                 select(func.coalesce(func.sum(receipts.c.pending_unknown), 0))
             ).scalar()
-            by_gate = conn.execute(select(receipts.c.gate, func.count()).group_by(receipts.c.gate))
-            return int(pending or 0), {gate: int(n) for gate, n in by_gate}
+            # As served: a closed window whose latest integrity check failed counts as FAIL.
+            failed = and_(receipts.c.status == "CLOSED", integrity.c.ok.is_(False))
+            gate = case((failed, "FAIL"), else_=receipts.c.gate).label("served_gate")
+            by_gate = conn.execute(
+                select(gate, func.count())
+                .select_from(
+                    receipts.outerjoin(integrity, integrity.c.window_id == receipts.c.window_id)
+                )
+                .group_by(gate)
+            )
+            return int(pending or 0), {g: int(n) for g, n in by_gate}
 
     def gate(self, window_id: str) -> dict[str, Any] | None:
         with self.store.reader.connect() as conn:

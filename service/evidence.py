@@ -152,7 +152,8 @@ class Evidence:
             )
 
     def overrule(self, items: Iterable[dict[str, Any]], key: str = "gate") -> None:
-        """Turn the gate of each closed window whose latest check failed to FAIL (in place);
+        """Turn the gate of each closed window whose latest check failed to FAIL (in place), and
+        add the check's reasons to a gate's (an open window's too: FAIL is for closed ones);
         `key` names the gate's field ("gate" in receipts and lists, "status" in a gate)."""
         listed = {item["window_id"]: item for item in items}
         if not listed:
@@ -161,8 +162,8 @@ class Evidence:
             item = listed[window_id]
             if item.get("status") in CLOSED_OR_JUDGED or window_id in self.sealed():
                 item[key] = FAIL
-                if "reasons" in item:
-                    item["reasons"] = [*item["reasons"], *reasons]
+            if "reasons" in item:
+                item["reasons"] = [*item["reasons"], *reasons]
 
     # --- signing ------------------------------------------------------------------------
 
