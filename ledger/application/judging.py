@@ -56,18 +56,23 @@ def record_admitted(
     )
 
 
+def _mismatch(a: Admission, original_hash: str) -> dict[str, Any]:
+    """What a recorded mismatch holds: the arrival, and the hash of the payload that stays."""
+    return {
+        "identity": a.identity,
+        "event_type": a.event_type,
+        "event_id": a.event_id,
+        "original_hash": original_hash,
+        "received_hash": a.payload_hash,
+        "received_payload": a.payload,
+        "source": a.source,
+        "canonical_payload": a.canonical_payload,
+    }
+
+
 def record_quarantined(window: Window, a: Admission, original_hash: str) -> None:
     """Record an arrival whose identity is known with another payload (the first stays)."""
-    window.quarantine(
-        identity=a.identity,
-        event_type=a.event_type,
-        event_id=a.event_id,
-        original_hash=original_hash,
-        received_hash=a.payload_hash,
-        received_payload=a.payload,
-        source=a.source,
-        canonical_payload=a.canonical_payload,
-    )
+    window.quarantine(**_mismatch(a, original_hash))
 
 
 def to_publish(admissions: Iterable[Admission], known: dict[str, Known]) -> dict[str, Admission]:
@@ -237,13 +242,4 @@ def judge_closed(
 def record_late(late: LateArrivals, mismatches: Iterable[LateMismatch]) -> None:
     """Record late mismatches in the window's late arrivals (the first payload stays the truth)."""
     for a, original_hash in mismatches:
-        late.record_mismatch(
-            identity=a.identity,
-            event_type=a.event_type,
-            event_id=a.event_id,
-            original_hash=original_hash,
-            received_hash=a.payload_hash,
-            received_payload=a.payload,
-            source=a.source,
-            canonical_payload=a.canonical_payload,
-        )
+        late.record_mismatch(**_mismatch(a, original_hash))

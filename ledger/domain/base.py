@@ -73,6 +73,15 @@ class ChainedAggregate(Aggregate):
             aggregate.chain_head = self.digest
             return aggregate
 
+    class Opened(Event, Aggregate.Created):
+        """The first event of a chained aggregate: it starts the chain head too."""
+
+        def mutate(self, aggregate: Any) -> Any:
+            opened = Aggregate.Created.mutate(self, aggregate)
+            assert opened is not None
+            opened.chain_head = self.digest
+            return opened
+
     chain_head: str  # set by every event's mutate()
 
     @staticmethod

@@ -14,8 +14,6 @@ from __future__ import annotations
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from eventsourcing.domain import Aggregate
-
 from ledger.domain.base import ChainedAggregate, own_fields
 from ledger.domain.chain import GENESIS_DIGEST
 
@@ -33,14 +31,8 @@ class LateArrivals(ChainedAggregate):
     class Event(ChainedAggregate.Event):
         """Every event of a window's late arrivals."""
 
-    class LateArrivalsOpened(Event, Aggregate.Created):
+    class LateArrivalsOpened(Event, ChainedAggregate.Opened):
         window_id: str
-
-        def mutate(self, aggregate: Any) -> Any:
-            late = Aggregate.Created.mutate(self, aggregate)
-            assert late is not None
-            late.chain_head = self.digest
-            return late
 
     class LateMismatchRecorded(Event):
         """An identity known with one payload arrived after close with another."""

@@ -11,8 +11,6 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from eventsourcing.domain import Aggregate
-
 from ledger.domain.base import ChainedAggregate, own_fields
 from ledger.domain.chain import GENESIS_DIGEST, format_recorded_at
 from ledger.errors import PublishUnknownPending, WindowClosed
@@ -47,14 +45,8 @@ class Window(ChainedAggregate):
     class Event(ChainedAggregate.Event):
         """Every event of a window."""
 
-    class WindowOpened(Event, Aggregate.Created):
+    class WindowOpened(Event, ChainedAggregate.Opened):
         window_id: str
-
-        def mutate(self, aggregate: Any) -> Any:
-            window = Aggregate.Created.mutate(self, aggregate)
-            assert window is not None
-            window.chain_head = self.digest
-            return window
 
     class EventAdmitted(Event):
         identity: str

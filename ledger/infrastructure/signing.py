@@ -98,8 +98,13 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
 
 
 def signature_holds(public_key: Ed25519PublicKey, data: bytes, value: str) -> bool:
+    """Whether `value` is the base64 (canonical: the one encoding of its bytes) of a valid
+    signature over `data`: any other text for the same bytes is not what was signed."""
     try:
-        public_key.verify(base64.b64decode(value, validate=True), data)
+        raw = base64.b64decode(value, validate=True)
+        if base64.b64encode(raw).decode("ascii") != value:
+            return False
+        public_key.verify(raw, data)
     except (InvalidSignature, ValueError):
         return False
     return True
