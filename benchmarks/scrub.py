@@ -10,14 +10,15 @@ signing key of the run's own:
 
 * fill (not timed): ONE window of `--events` admissions, all new identities (payloads of six
   fields, about 110 bytes in canonical form), `prepare` + `Ledger.admit` in batches of 500; then
-  closed and signed as the service closes it (`Ledger.close_window`, `Evidence.seal`). The read
-  side is not brought up: the check needs only the stored history and the signed receipt. The
-  window's history is `--events` + 2 events (WindowOpened, WindowClosed).
+  closed and signed as the service closes it (`Ledger.close_window`, `Evidence.seal`); then the
+  read side is brought up to the head (the check holds the admitted read model to the history
+  too). The window's history is `--events` + 2 events (WindowOpened, WindowClosed).
 * verify throughput, events/s = history events / seconds:
     raw read        the window's stored events read page by page (`HistoryReader.stored_events`,
                     no decoding): the floor of any pass over the history;
     check           `Evidence.check`: the pass `verify`, the check at start and the scrub make
-                    (read, decode, recompute every digest, hold it to the signed receipt);
+                    (read, decode, recompute every digest, hold it to the signed receipt; then
+                    every admitted read-model row held to its stored event);
     ledger verify   the real command (`python -m service.cli verify WINDOW`) as a subprocess,
                     process start included.
   Order: raw read, check, ledger verify, check, raw read; raw read and check scored by the
@@ -133,7 +134,13 @@ def fill(label: str, services: Services, args: argparse.Namespace) -> dict[str, 
                 f"{elapsed:.1f} s ({done / elapsed:,.0f} admissions/s)"
             )
     signed = services.evidence.seal(BIG_WINDOW, services.ledger.close_window(BIG_WINDOW))
-    note(f"[{label}] filled and closed in {time.perf_counter() - t0:.1f} s")
+    note(f"[{label}] filled and closed in {time.perf_counter() - t0:.1f} s; read side ...")
+    t0 = time.perf_counter()
+    services.runner.run_until_caught_up()  # the check holds the admitted read model too
+    receipt = services.read.receipt(BIG_WINDOW)
+    if receipt is None or receipt["counts"]["admitted"] != args.events:
+        raise Void(f"the read side does not hold the {args.events:,} admitted events: {receipt}")
+    note(f"[{label}] read side caught up in {time.perf_counter() - t0:.1f} s")
     return signed
 
 
@@ -208,11 +215,11 @@ class CountedChecks:
         self.lock = threading.Lock()
         inner = services.evidence.check
 
-        def counted(window_id: str, source: str) -> Any:
+        def counted(window_id: str, source: str, *more: Any) -> Any:
             with self.lock:
                 self.started += 1
             try:
-                return inner(window_id, source)
+                return inner(window_id, source, *more)
             finally:
                 with self.lock:
                     self.finished += 1

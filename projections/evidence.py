@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, and_, select
 
 from projections.store import ReadStore
 from projections.tables import integrity, receipts, signed_receipts
@@ -40,7 +40,16 @@ def record_check(
         "checked_at": _now(),
         "source": source,
     }
-    upsert(conn, integrity, [row], ["window_id"])
+    # What the follower saw cannot be seen again in the store: no other check replaces it
+    # (a guard inside the statement, so a check racing the follower cannot lose its note).
+    follower_failed = and_(integrity.c.source == "follower", integrity.c.ok.is_(False))
+    upsert(
+        conn,
+        integrity,
+        [row],
+        ["window_id"],
+        unless=None if source == "follower" else follower_failed,
+    )
 
 
 class EvidenceStore:

@@ -72,6 +72,7 @@ admitted = Table(
     Column("source", Text),  # JSON or NULL
     Column("version", BigInteger),  # of the event the row comes from (migration 0003)
     Index("rm_admitted_by_offset", "window_id", "bus_offset"),
+    Index("rm_admitted_by_version", "window_id", "version"),  # the scrub's paging
 )
 
 quarantine = Table(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection, Table, not_
 from sqlalchemy.dialects import postgresql, sqlite
 
 
@@ -23,9 +23,11 @@ def upsert(
     *,
     add: Sequence[str] = (),
     keep: Sequence[str] = (),
+    unless: Any = None,
 ) -> None:
     """Insert rows; on a key conflict overwrite the other columns, except that columns in `add`
-    are summed with the stored value and columns in `keep` keep the stored value."""
+    are summed with the stored value and columns in `keep` keep the stored value; a stored row
+    for which `unless` (a condition on the table) holds is left as it is."""
     if not rows:
         return
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
@@ -39,4 +41,7 @@ def upsert(
             updates[column.name] = table.c[column.name] + excluded[column.name]
         else:
             updates[column.name] = excluded[column.name]
-    conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=updates), list(rows))
+    where = None if unless is None else not_(unless)
+    conn.execute(
+        stmt.on_conflict_do_update(index_elements=keys, set_=updates, where=where), list(rows)
+    )

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ledger.application import Ledger, Verification
@@ -24,6 +25,9 @@ from projections.queries import ReadModels
 log = logging.getLogger("ledger.evidence")
 
 SCRUB_PAGE = 200
+# The background scrub shares the process with admissions (one interpreter): it works at most
+# this share of the time, resting in proportion to what it did (python -m benchmarks.scrub).
+SCRUB_SHARE = 0.2
 # A receipt's status CLOSED, or a gate's PASS or FAIL: the window is closed.
 CLOSED_OR_JUDGED = frozenset({"CLOSED", "PASS", "FAIL"})
 # What the follower saw can not be seen again in the store (a replaced event): it stays.
@@ -45,12 +49,14 @@ class Evidence:
 
     # --- checks ---------------------------------------------------------------------------
 
-    def check(self, window_id: str, source: str) -> tuple[Verification, list[str]]:
+    def check(
+        self, window_id: str, source: str, pace: Callable[[], None] = lambda: None
+    ) -> tuple[Verification, list[str]]:
         """Hold the stored history to its chain, its close and its signed receipt, and the
         admitted read model to the history; keep the outcome as the window's latest check. The
         verification is the history's (naming the first version that does not stand); the
         reasons cover the read model too."""
-        walk = self.ledger.reader.walk(window_id)
+        walk = self.ledger.reader.walk(window_id, pace)
         signed = self.store.signed(window_id)
         row = self.read.receipt(window_id)
         sealed = signed is not None or (row is not None and row["status"] == "CLOSED")
@@ -60,7 +66,7 @@ class Evidence:
             first_bad = first_bad_version(walk, signed, sealed)
             verification = Verification(False, walk.events, walk.head, first_bad)
         if sealed:  # the read side must serve what the history holds
-            problems += self._read_model_problems(window_id)
+            problems += self._read_model_problems(window_id, pace)
         earlier = self.store.latest(window_id)
         if earlier and not earlier["ok"] and earlier["source"] in STICKY_SOURCES:
             problems += [r for r in earlier["reasons"] if r not in problems]
@@ -75,11 +81,12 @@ class Evidence:
         )
         return verification, problems
 
-    def _read_model_problems(self, window_id: str) -> list[str]:
+    def _read_model_problems(self, window_id: str, pace: Callable[[], None]) -> list[str]:
         """The admitted read model held to the stored chain, a page at a time: what
         `GET .../admitted` would serve (the first problem found)."""
         after = 0
         while page := self.read.admitted_by_version(window_id, after, READ_MODEL_PAGE):
+            pace()
             stored = self.ledger.reader.items_at(window_id, [item["version"] for item in page])
             for item in page:
                 problem = _page_problem(item, stored.get(item["version"]))
@@ -97,13 +104,15 @@ class Evidence:
     def scrub(self, source: str = "scrub") -> int:
         """Check every closed window, a page at a time; return how many were checked."""
         checked, after = 0, None
+        pace = _Pacer(self._stop)
         while not self._stop.is_set():
             page = self.store.closed_windows(after, SCRUB_PAGE)
             for window_id in page:
                 if self._stop.is_set():
                     break
                 try:
-                    self.check(window_id, source)
+                    self.check(window_id, source, pace)
+                    pace()
                 except Exception:  # one window's trouble must not stop the scrub of the rest
                     log.exception("scrub of window %r failed", window_id)
                 checked += 1
@@ -247,3 +256,17 @@ def _page_problem(item: dict[str, Any], event: dict[str, Any] | None) -> str | N
     if not event["intact"]:
         return "the stored event's digest does not recompute"
     return None
+
+
+class _Pacer:
+    """Called between pieces of background work: rests long enough that the work since the
+    last call was at most SCRUB_SHARE of the time (and returns at once when stopped)."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self._stop = stop
+        self._since = time.perf_counter()
+
+    def __call__(self) -> None:
+        worked = time.perf_counter() - self._since
+        self._stop.wait(worked * (1 - SCRUB_SHARE) / SCRUB_SHARE)
+        self._since = time.perf_counter()

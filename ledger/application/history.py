@@ -5,7 +5,7 @@ What a reviewer needs to recompute the chain (contract s.2), read a page at a ti
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 from typing import Any
 from uuid import UUID
@@ -134,10 +134,13 @@ class HistoryReader:
         """Recompute the hash chain from the stored events; report the first bad version."""
         return self.walk(window_id).verification()
 
-    def walk(self, window_id: str) -> ChainWalk:
-        """The chain recomputed over the stored history (see `ledger.application.evidence`)."""
+    def walk(self, window_id: str, pace: Callable[[], None] = lambda: None) -> ChainWalk:
+        """The chain recomputed over the stored history (see `ledger.application.evidence`).
+        `pace` is called after each page read (a background check yields the process there)."""
         walk = ChainWalk()
-        for stored in self.stored_events(window_id):
+        for n, stored in enumerate(self.stored_events(window_id), start=1):
+            if n % HISTORY_PAGE == 0:
+                pace()
             try:
                 item = self.item(stored)
             except Exception:  # undecodable state is tampering too

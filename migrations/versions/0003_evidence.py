@@ -38,6 +38,8 @@ def _admitted(with_version: bool) -> None:
         *([sa.Column("version", sa.BigInteger)] if with_version else []),
     )
     op.create_index("rm_admitted_by_offset", "rm_admitted", ["window_id", "bus_offset"])
+    if with_version:  # the scrub pages the read model in history order
+        op.create_index("rm_admitted_by_version", "rm_admitted", ["window_id", "version"])
 
 
 def _quarantine(with_late: bool) -> None:

@@ -62,7 +62,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     with services() as built:
         verification, reasons = built.verify(args.window)
-        result = {**verification.as_json(), "reasons": reasons}
+        # The command's answer is the gate's: the history, and the read side held to it.
+        result = {**verification.as_json(), "ok": not reasons, "reasons": reasons}
         if args.receipt:
             kept = _first_json_line(Path(args.receipt))
             key = load_public_key(Path(args.public_key)) if args.public_key else None
