@@ -113,6 +113,8 @@ class Evidence:
                 try:
                     self.check(window_id, source, pace)
                     pace()
+                except ScrubStopped:
+                    return checked
                 except Exception:  # one window's trouble must not stop the scrub of the rest
                     log.exception("scrub of window %r failed", window_id)
                 checked += 1
@@ -258,9 +260,13 @@ def _page_problem(item: dict[str, Any], event: dict[str, Any] | None) -> str | N
     return None
 
 
+class ScrubStopped(Exception):
+    """The service is stopping: the background check in progress is left unfinished."""
+
+
 class _Pacer:
     """Called between pieces of background work: rests long enough that the work since the
-    last call was at most SCRUB_SHARE of the time (and returns at once when stopped)."""
+    last call was at most SCRUB_SHARE of the time; stops the work when the service stops."""
 
     def __init__(self, stop: threading.Event) -> None:
         self._stop = stop
@@ -268,5 +274,6 @@ class _Pacer:
 
     def __call__(self) -> None:
         worked = time.perf_counter() - self._since
-        self._stop.wait(worked * (1 - SCRUB_SHARE) / SCRUB_SHARE)
+        if self._stop.wait(worked * (1 - SCRUB_SHARE) / SCRUB_SHARE):
+            raise ScrubStopped
         self._since = time.perf_counter()
