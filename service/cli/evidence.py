@@ -109,7 +109,7 @@ def _verify_bundle(path: Path, public_key: str | None) -> int:
 def _signature_problems(receipt: Any, key: Any, service_key_pem: str | None) -> list[str]:
     """Whether the receipt's signature holds under `key` (or the service's own key)."""
     if not isinstance(receipt, dict) or not isinstance(receipt.get("signature"), dict):
-        return ["the receipt carries no signature"]
+        return ["the receipt line is not a signed receipt as exported"]
     signature = receipt["signature"]
     if key is None and service_key_pem is not None:
         from cryptography.hazmat.primitives.serialization import load_pem_public_key
@@ -142,14 +142,17 @@ def _line(value: Any) -> str:
 
 
 def _json_lines(path: Path) -> Iterator[Any]:
-    """Each line as JSON; a line that is not JSON comes as None (the walk names its place)."""
+    """Each line as JSON. A line that is not JSON, or not in the exact form `ledger export`
+    writes, comes as None (the walk names its place): evidence is checked as it was kept, byte
+    for byte, not merely as equivalent JSON."""
     with path.open("rb") as handle:
         for raw in handle:
-            if raw.strip():
-                try:
-                    yield json.loads(raw)
-                except ValueError:
-                    yield None
+            try:
+                value = json.loads(raw)
+                exact = _line(value).encode("utf-8") == raw
+            except ValueError:
+                value, exact = None, False
+            yield value if exact else None
 
 
 def _first_json_line(path: Path) -> Any:
