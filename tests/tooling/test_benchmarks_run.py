@@ -1,7 +1,8 @@
-"""The benchmarks run end to end at a tiny size, as `python -m benchmarks.NAME`. No timing is
-asserted: only that each finishes, checks its own results (it exits non-zero if they are wrong:
-stored identities, the rebuilt read models, a ledger request not answered ADMITTED) and prints
-the lines the README quotes (ratios, flatness, memory)."""
+"""The benchmarks (admission, http, projections, scrub) run end to end at a tiny size, as
+`python -m benchmarks.NAME`. No timing is asserted: only that each finishes, checks its own
+results (it exits non-zero if they are wrong: stored identities, the rebuilt read models, a
+ledger request not answered ADMITTED, a scrub that never ran) and prints the lines the README
+quotes (ratios, flatness, memory, verify throughput)."""
 
 from __future__ import annotations
 
@@ -96,3 +97,34 @@ def test_the_projections_benchmark_runs_at_a_tiny_size_and_prints_its_ratio_line
     output = run_benchmark("projections", "--events", "2000", "--backend", "sqlite")
     assert "RATIO sqlite rebuild/raw read = " in output
     assert "(target >= 0.25: " in output
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_the_scrub_benchmark_runs_at_a_small_size_and_prints_its_verify_and_ratio_lines(
+    backend: str,
+) -> None:
+    if backend == "postgres":
+        reason = postgres_available()
+        if reason:
+            missing_service(reason)  # fails under CI=true, skips loudly elsewhere
+    output = run_benchmark(
+        "scrub",
+        *("--events", "3000", "--admissions", "2000", "--backend", backend),
+        *("--postgres-url", ADMIN_URL),
+    )
+    assert "window bench-scrub-closed: 3,002 events in its history" in output, output
+    for what in ("check", "ledger verify"):
+        assert re.search(
+            rf"^VERIFY {backend} {what}: [\d,]+ events/s \(3,002 events in ", output, re.MULTILINE
+        ), output
+    assert re.search(
+        rf"^RATIO {backend} admissions with scrub/without = \d+\.\d\d  "
+        r"\(target >= 0\.8: (PASS|MISS)\)$",
+        output,
+        re.MULTILINE,
+    ), output
+    # The scrub did run during both "with" runs.
+    started = re.findall(r"scrub checks of the big window started (\d+)", output)
+    assert len(started) == 2 and all(int(n) >= 1 for n in started), output
