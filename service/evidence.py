@@ -14,8 +14,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ledger.application import Ledger, Verification
-from ledger.application.evidence import first_bad_version, problems_against, signed_bytes
-from ledger.errors import ChainBroken
+from ledger.application.evidence import (
+    ChainWalk,
+    first_bad_version,
+    problems_against,
+    signed_bytes,
+)
+from ledger.errors import ChainBroken, WindowNotFound
 from ledger.gate import FAIL
 from ledger.jcs import CanonicalizationError, canonicalize, sha256_hex
 from ledger.ports import ReceiptSigner, ReceiptWitness
@@ -56,9 +61,14 @@ class Evidence:
         admitted read model to the history; keep the outcome as the window's latest check. The
         verification is the history's (naming the first version that does not stand); the
         reasons cover the read model too."""
-        walk = self.ledger.reader.walk(window_id, pace)
         signed = self.store.signed(window_id)
         row = self.read.receipt(window_id)
+        try:
+            walk = self.ledger.reader.walk(window_id, pace)
+        except WindowNotFound:
+            if signed is None and row is None:
+                raise
+            walk = ChainWalk()  # a window the service knows, whose history is gone: none stands
         sealed = signed is not None or (row is not None and row["status"] == "CLOSED")
         problems = problems_against(walk, signed, sealed)
         verification = walk.verification()
