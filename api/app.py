@@ -22,9 +22,9 @@ from api.controllers import (
     SystemController,
     WindowsController,
 )
-from api.dashboard import DashboardController
 from api.errors import EXCEPTION_HANDLERS
 from api.metrics import LedgerMetrics
+from api.pages import STATIC, TEMPLATES, PagesController
 from service.composition import Services, build_services
 from service.settings import Settings
 from service.tokens import parse_tokens
@@ -74,7 +74,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             QuarantineController,
             SystemController,
             KeysController,
-            DashboardController,
+            PagesController,
+            STATIC,
         ],
         dependencies={
             "services": Provide(provide_services, sync_to_thread=False),
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         lifespan=[lifespan],
         state=State({"auth": auth}),
         request_max_body_size=MAX_REQUEST_BYTES,
+        template_config=TEMPLATES,
         openapi_config=OpenAPIConfig(
             title="Admission ledger",
             version="1.0.0",

@@ -75,7 +75,7 @@ CURRENCIES = ("EUR", "USD", "GBP", "CHF")
 # --- workload ---------------------------------------------------------------------------------
 
 
-def _item(tag: str, j: int, seed: int) -> AdmissionIn:
+def order_item(tag: str, j: int, seed: int) -> AdmissionIn:
     h = ((j + 1) * 2654435761 + seed) & 0xFFFFFFFF
     return AdmissionIn(
         event_type="order.created",
@@ -93,7 +93,7 @@ def _item(tag: str, j: int, seed: int) -> AdmissionIn:
 
 def batches(tag: str, events: int, batch_size: int, seed: int) -> list[list[AdmissionIn]]:
     return [
-        [_item(tag, j, seed) for j in range(start, min(start + batch_size, events))]
+        [order_item(tag, j, seed) for j in range(start, min(start + batch_size, events))]
         for start in range(0, events, batch_size)
     ]
 

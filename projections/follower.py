@@ -16,6 +16,7 @@ from typing import Any
 from eventsourcing.persistence import ApplicationRecorder, Notification, Transcoder
 from sqlalchemy import Connection, select, update
 
+from projections.activity import ActivityProjection, PendingProjection
 from projections.admitted import AdmittedProjection
 from projections.base import Projection
 from projections.decoding import EventDecoder
@@ -38,7 +39,13 @@ class PositionMoved(Exception):
 
 
 def all_projections() -> list[Projection]:
-    return [ReceiptsProjection(), AdmittedProjection(), QuarantineProjection()]
+    return [
+        ReceiptsProjection(),
+        AdmittedProjection(),
+        QuarantineProjection(),
+        ActivityProjection(),
+        PendingProjection(),
+    ]
 
 
 class ProjectionRunner:

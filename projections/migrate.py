@@ -30,7 +30,7 @@ def _migrations() -> Path:
 
 
 MIGRATIONS = _migrations()
-HEAD = "0003"
+HEAD = "0004"
 
 
 class SchemaNotCurrent(RuntimeError):

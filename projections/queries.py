@@ -5,11 +5,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import and_, case, func, select, text
+from sqlalchemy import and_, case, func, or_, select, text
 
 from ledger.receipts import COUNT_KEYS, receipt_json
 from projections.store import ReadStore
-from projections.tables import admitted, integrity, quarantine, receipt_sources, receipts
+from projections.tables import (
+    activity,
+    admitted,
+    integrity,
+    pending,
+    quarantine,
+    receipt_sources,
+    receipts,
+    signed_receipts,
+)
 
 MAX_PAGE = 1000
 
@@ -87,24 +96,67 @@ class ReadModels:
         return {"window_id": window_id, "status": row.gate, "reasons": json.loads(row.gate_reasons)}
 
     def windows(
-        self, after: str | None, limit: int | None
+        self,
+        after: str | None,
+        limit: int | None,
+        *,
+        gate: str | None = None,
+        search: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
+        """Windows in id order, a page at a time; `gate` keeps those whose gate (as served: a
+        sealed window whose latest check failed is FAIL) is that one, `search` those whose id
+        holds that text."""
         n = _limit(limit)
-        query = select(receipts).order_by(receipts.c.window_id).limit(n + 1)
+        served = _served_gate()
+        query = (
+            select(receipts, served)
+            .select_from(
+                receipts.outerjoin(
+                    integrity, integrity.c.window_id == receipts.c.window_id
+                ).outerjoin(signed_receipts, signed_receipts.c.window_id == receipts.c.window_id)
+            )
+            .order_by(receipts.c.window_id)
+            .limit(n + 1)
+        )
         if after:
             query = query.where(receipts.c.window_id > after)
+        if gate:
+            query = query.where(served == gate)
+        if search:
+            query = query.where(receipts.c.window_id.contains(search, autoescape=True))
         with self.store.reader.connect() as conn:
             rows = list(conn.execute(query))
         items = [
             {
                 "window_id": r.window_id,
                 "status": r.status,
-                "gate": r.gate,
+                "gate": r.served_gate,
                 "counts": {k: r._mapping[k] for k in COUNT_KEYS},
+                "opened_at": r.opened_at,
+                "closed_at": r.closed_at,
             }
             for r in rows[:n]
         ]
         return items, (rows[n - 1].window_id if len(rows) > n else None)
+
+    def activity(self, window_id: str) -> list[dict[str, Any]]:
+        """Arrivals by verdict per minute, oldest first (one row per minute and verdict)."""
+        query = (
+            select(activity.c.minute, activity.c.verdict, activity.c.n)
+            .where(activity.c.window_id == window_id)
+            .order_by(activity.c.minute, activity.c.verdict)
+        )
+        with self.store.reader.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def pending(self, window_id: str, limit: int | None) -> tuple[list[dict[str, Any]], int]:
+        """The oldest pending unknown identities of a window, and how many there are."""
+        where = pending.c.window_id == window_id
+        query = select(pending).where(where).order_by(pending.c.since, pending.c.identity)
+        with self.store.reader.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(query.limit(_limit(limit)))]
+            total = conn.execute(select(func.count()).select_from(pending).where(where)).scalar()
+        return rows, int(total or 0)
 
     def admitted_events(
         self, window_id: str, after: int | None, limit: int | None
@@ -124,9 +176,10 @@ class ReadModels:
         return items, (str(rows[n - 1].bus_offset) if len(rows) > n else None)
 
     def admitted_by_version(
-        self, window_id: str, after_version: int, limit: int
+        self, window_id: str, after_version: int, limit: int, *, up_to: int | None = None
     ) -> list[dict[str, Any]]:
-        """The window's admitted rows in history order, a page at a time (for the scrub)."""
+        """The window's admitted rows in history order, a page at a time (for the scrub),
+        at most up to version `up_to`."""
         query = (
             select(admitted)
             .where(
@@ -137,6 +190,8 @@ class ReadModels:
             .order_by(admitted.c.version)
             .limit(limit)
         )
+        if up_to is not None:
+            query = query.where(admitted.c.version <= up_to)
         with self.store.reader.connect() as conn:
             return [_admitted_item(r) for r in conn.execute(query)]
 
@@ -183,6 +238,14 @@ class ReadModels:
             for r in rows[:n]
         ]
         return items, (str(rows[n - 1].first_position) if len(rows) > n else None)
+
+
+def _served_gate() -> Any:
+    """The gate as served (contract s.9): FAIL for a closed or sealed window whose latest
+    integrity check failed, whatever the read model says."""
+    sealed = or_(receipts.c.status == "CLOSED", signed_receipts.c.window_id.is_not(None))
+    failed = and_(sealed, integrity.c.ok.is_(False))
+    return case((failed, "FAIL"), else_=receipts.c.gate).label("served_gate")
 
 
 def _admitted_item(r: Any) -> dict[str, Any]:

@@ -94,6 +94,29 @@ quarantine = Table(
     Index("rm_quarantine_by_position", "first_position"),
 )
 
+# Admissions by verdict per minute of each window (the window page's chart; migration 0004).
+activity = Table(
+    "rm_activity",
+    metadata,
+    Column("window_id", String(128), primary_key=True),
+    Column("minute", String(16), primary_key=True),  # YYYY-MM-DDTHH:MM of recorded_at (UTC)
+    Column("verdict", String(16), primary_key=True),
+    Column("n", Integer, nullable=False),
+)
+
+# Identities whose publish outcome is UNKNOWN now, since when (the window page; migration 0004).
+pending = Table(
+    "rm_pending",
+    metadata,
+    Column("window_id", String(128), primary_key=True),
+    Column("identity", String(64), primary_key=True),
+    Column("event_type", String(128), nullable=False),
+    Column("event_id", String(256), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("since", String(32), nullable=False),
+    Column("version", BigInteger, nullable=False),
+)
+
 # --- evidence: belongs to no projection, so a rebuild never touches it (migration 0003) --------
 
 # The latest integrity check of each window (verify, start, scrub, an admitted page, the

@@ -122,9 +122,16 @@ class Services:
         return gate
 
     def windows(
-        self, after: str | None, limit: int | None
+        self,
+        after: str | None,
+        limit: int | None,
+        *,
+        gate: str | None = None,
+        search: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        items, next_cursor = self.read.windows(after, limit)
+        """A page of windows (optionally only those whose gate is `gate`, or whose id holds
+        `search`), each with its gate as served."""
+        items, next_cursor = self.read.windows(after, limit, gate=gate, search=search)
         self.evidence.overrule(items)
         return items, next_cursor
 

@@ -76,7 +76,7 @@ class Evidence:
             first_bad = first_bad_version(walk, signed, sealed)
             verification = Verification(False, walk.events, walk.head, first_bad)
         if sealed:  # the read side must serve what the history holds
-            problems += self._read_model_problems(window_id, pace)
+            problems += self._read_model_problems(window_id, walk.events, pace)
         earlier = self.store.latest(window_id)
         if earlier and not earlier["ok"] and earlier["source"] in STICKY_SOURCES:
             problems += [r for r in earlier["reasons"] if r not in problems]
@@ -91,11 +91,17 @@ class Evidence:
         )
         return verification, problems
 
-    def _read_model_problems(self, window_id: str, pace: Callable[[], None]) -> list[str]:
+    def _read_model_problems(
+        self, window_id: str, events: int, pace: Callable[[], None]
+    ) -> list[str]:
         """The admitted read model held to the stored chain, a page at a time: what
-        `GET .../admitted` would serve (the first problem found)."""
-        after = 0
-        while page := self.read.admitted_by_version(window_id, after, READ_MODEL_PAGE):
+        `GET .../admitted` would serve (the first problem found). Pages are ranges of
+        READ_MODEL_PAGE versions, so each read is bounded whatever plan the database picks;
+        the last one takes whatever lies beyond the history's `events` (none should)."""
+        low = 0
+        while True:
+            high = low + READ_MODEL_PAGE if low < events else None
+            page = self.read.admitted_by_version(window_id, low, READ_MODEL_PAGE, up_to=high)
             pace()
             stored = self.ledger.reader.items_at(window_id, [item["version"] for item in page])
             for item in page:
@@ -105,8 +111,9 @@ class Evidence:
                         f"admitted event {item['identity']} (version {item['version']}) in the "
                         f"read model: {problem}"
                     ]
-            after = page[-1]["version"]
-        return []
+            if high is None:
+                return []
+            low = high
 
     def verify(self, window_id: str) -> tuple[Verification, list[str]]:
         return self.check(window_id, "verify")

@@ -722,54 +722,7 @@ def test_text_holding_a_nul_character_is_refused_whole_or_kept_without_stopping_
     assert "next-window" in barrier(api, "next-window")
 
 
-# --- dashboard, health, metrics, OpenAPI ----------------------------------------------------
-
-
-def test_the_dashboard_lists_every_window_with_its_gate_and_links_to_its_evidence(api):
-    admit(api, "alpha", event("a"), event("a", {"changed": 1}))
-    admit(api, "beta:2", event("b"))
-    close(api, "alpha")
-    barrier(api, "zz-marker")
-    response = api.get("/")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/html")
-    page = response.text
-    rows = re.findall(r"<tr>(.*?)</tr>", page, flags=re.S)
-    by_window = {}
-    for row in rows:
-        found = re.search(r"href='/windows/([^']+)'", row)
-        if found:
-            by_window[found.group(1)] = row
-    assert set(by_window) == {"alpha", "beta%3A2", "zz-marker"}
-    assert "PASS" in by_window["alpha"] and "CLOSED" in by_window["alpha"]
-    assert "OPEN" in by_window["beta%3A2"] and "PASS" not in by_window["beta%3A2"]
-    for quoted, row in by_window.items():
-        links = re.findall(r"href='([^']+)'", row)
-        assert f"/windows/{quoted}" in links
-        assert f"/v1/quarantine?window_id={quoted}" in links
-        assert f"/v1/windows/{quoted}/history" in links
-        for link in links:
-            followed = api.get(link)
-            assert followed.status_code == 200, (link, followed.text[:300])
-    quarantine = api.get("/v1/quarantine?window_id=alpha").json()["items"]
-    assert [q["received_payload"] for q in quarantine] == [{"changed": 1}]
-
-
-def test_the_dashboard_window_page_shows_the_receipt(api):
-    admit(api, "w", event("a", source={"partition": "p7", "offset": 41}), event("a"))
-    receipt = close(api, "w")
-    response = api.get("/windows/w")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/html")
-    page = response.text
-    assert "<h1>Window <code>w</code></h1>" in page
-    assert "PASS" in page and "CLOSED" in page
-    assert receipt["chain_head"] in page
-    assert receipt["closed_at"] in page
-    assert f"{receipt['events']} events" in page
-    assert "p7" in page and "41" in page
-    for link in re.findall(r"href='([^']+)'", page):
-        assert api.get(link).status_code == 200, link
+# --- health, metrics, OpenAPI (the pages: tests/e2e/test_pages.py) -------------------------
 
 
 def test_health_answers_200_naming_the_storage_and_the_publisher(api, migrated):

@@ -194,7 +194,14 @@ def test_the_receipt_equals_the_closing_summary_and_the_write_sides_receipt(make
     }
     assert receipt["signature"]["key_id"] == services.keys()[0]["key_id"]
     assert services.read.windows(None, None)[0] == [
-        {"window_id": "w", "status": "CLOSED", "gate": "PASS", "counts": receipt["counts"]}
+        {
+            "window_id": "w",
+            "status": "CLOSED",
+            "gate": "PASS",
+            "counts": receipt["counts"],
+            "opened_at": receipt["opened_at"],
+            "closed_at": receipt["closed_at"],
+        }
     ]
 
 

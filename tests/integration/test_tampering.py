@@ -183,8 +183,13 @@ def test_after_each_tampering_and_a_restart_no_answer_is_a_500_and_nothing_reope
             "verify": api.get(f"{path}/verify"),
             "windows": api.get("/v1/windows"),
             "quarantine": api.get("/v1/quarantine", params={"window_id": WINDOW}),
-            "dashboard": api.get("/"),
+            "windows page": api.get("/"),
+            "failed windows page": api.get("/", params={"gate": "FAIL"}),
             "window page": api.get(f"/windows/{WINDOW}"),
+            "quarantine page": api.get(f"/windows/{WINDOW}/quarantine"),
+            "history page": api.get(f"/windows/{WINDOW}/history"),
+            "verify page": api.get(f"/windows/{WINDOW}/verify"),
+            "markdown receipt page": api.get(f"/windows/{WINDOW}/receipt.md"),
         }
         failed = {name: (r.status_code, r.text[:300]) for name, r in answers.items()}
         assert {name: a for name, a in failed.items() if a[0] >= 500} == {}

@@ -17,8 +17,15 @@ from sqlalchemy import Engine, MetaData, Table, create_engine, inspect, select, 
 from projections.store import sqlalchemy_url
 
 # Every read model a projection owns (rm_window_names and rm_tracking are bookkeeping).
-READ_MODEL_TABLES = ("rm_receipts", "rm_receipt_sources", "rm_admitted", "rm_quarantine")
-PROJECTIONS = ("receipts", "admitted", "quarantine")
+READ_MODEL_TABLES = (
+    "rm_receipts",
+    "rm_receipt_sources",
+    "rm_admitted",
+    "rm_quarantine",
+    "rm_activity",
+    "rm_pending",
+)
+PROJECTIONS = ("receipts", "admitted", "quarantine", "activity", "pending")
 
 
 # --- looking at the database from outside ------------------------------------------------

@@ -1,8 +1,9 @@
-"""The benchmarks (admission, http, projections, scrub) run end to end at a tiny size, as
-`python -m benchmarks.NAME`. No timing is asserted: only that each finishes, checks its own
+"""The benchmarks (admission, http, pages, projections, scrub) run end to end at a tiny size,
+as `python -m benchmarks.NAME`. No timing is asserted: only that each finishes, checks its own
 results (it exits non-zero if they are wrong: stored identities, the rebuilt read models, a
-ledger request not answered ADMITTED, a scrub that never ran) and prints the lines the README
-quotes (ratios, flatness, memory, verify throughput)."""
+ledger request not answered ADMITTED, a scrub that never ran, a page that does not answer what
+it must) and prints the lines the README quotes (ratios, flatness, memory, verify throughput,
+page latency targets)."""
 
 from __future__ import annotations
 
@@ -128,3 +129,47 @@ def test_the_scrub_benchmark_runs_at_a_small_size_and_prints_its_verify_and_rati
     # The scrub did run during both "with" runs.
     started = re.findall(r"scrub checks of the big window started (\d+)", output)
     assert len(started) == 2 and all(int(n) >= 1 for n in started), output
+
+
+PAGES = (
+    "/",
+    "/?gate=PASS",
+    "/?q=pages-big",
+    "/windows/W",
+    "/windows/W/quarantine",
+    "/windows/W/quarantine?after=<cursor>",
+    "/windows/W/history",
+    "/windows/W/history?after=1000",
+    "/windows/W/history?after=",  # after all but the last 50 events of the history
+    "/windows/W/receipt.md",
+)
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_the_pages_benchmark_runs_at_a_tiny_size_and_prints_its_ratio_and_target_lines(
+    backend: str,
+) -> None:
+    if backend == "postgres":
+        reason = postgres_available()
+        if reason:
+            missing_service(reason)  # fails under CI=true, skips loudly elsewhere
+    output = run_benchmark(
+        "pages",
+        *("--events", "2000", "--repeats", "3", "--backend", backend),
+        *("--postgres-url", ADMIN_URL),
+    )
+    for page in PAGES:
+        label = re.escape(page) + (r"\d+" if page.endswith("=") else "")
+        assert re.search(
+            rf"^RATIO {backend} {label} p50/JSON receipt p50 = \d+\.\d\d  \(for information\)$",
+            output,
+            re.MULTILINE,
+        ), (page, output)
+        assert re.search(
+            rf"^TARGET {backend} {label} p95 <300 ms: (PASS|MISS) \([\d.]+ ms\)$",
+            output,
+            re.MULTILINE,
+        ), (page, output)
+    assert len(re.findall(rf"^TARGET {backend} ", output, re.MULTILINE)) == len(PAGES), output

@@ -89,7 +89,7 @@ def test_the_wheel_holds_the_code_and_the_migrations_and_its_dependencies_are_me
 def _upgrade_serve_and_admit(installed: Path, database_url: str, cwd: Path) -> None:
     upgraded = _run(str(installed / "ledger"), "db", "upgrade", cwd=cwd, env=_env(database_url))
     assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
-    assert "-> 0003" in upgraded.stdout
+    assert "-> 0004" in upgraded.stdout
     with running_server(
         database_url, command=[str(installed / "ledger"), "serve"], cwd=cwd
     ) as server:
@@ -104,6 +104,11 @@ def _upgrade_serve_and_admit(installed: Path, database_url: str, cwd: Path) -> N
             httpx.get(f"{server.url}/v1/windows/wheel", timeout=30).json()["counts"]["admitted"]
             == 1
         )
+        # The reviewer's pages come with the wheel: templates and stylesheet are package data.
+        page = httpx.get(f"{server.url}/windows/wheel", timeout=30)
+        assert page.status_code == 200 and 'data-gate="OPEN"' in page.text, page.text[:300]
+        css = httpx.get(f"{server.url}/static/ledger.css", timeout=30)
+        assert css.status_code == 200 and "@media print" in css.text
 
 
 def test_the_installed_wheel_migrates_serves_and_admits_on_sqlite(
@@ -157,4 +162,4 @@ def test_serve_refuses_a_postgresql_schema_at_an_older_revision_naming_the_comma
     assert "'0001'" in refused.stderr and "ledger db upgrade" in refused.stderr, refused.stderr
     assert "listening" not in refused.stderr
     upgraded = _run(str(installed / "ledger"), "db", "upgrade", cwd=tmp_path, env=env)
-    assert "0001 -> 0003" in upgraded.stdout, upgraded.stdout + upgraded.stderr
+    assert "0001 -> 0004" in upgraded.stdout, upgraded.stdout + upgraded.stderr
