@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks.admission                      # 50,000 events, both backends
     .venv/bin/python -m benchmarks.admission --backend postgres --long  # 1,000,000 events
     .venv/bin/python -m benchmarks.admission --publisher nats     # the ledger with NATS JetStream
+    .venv/bin/python -m benchmarks.admission --cli                # `ledger admit`, 1,000,000 lines
 
 For each backend, in one run and one process:
 
@@ -46,6 +47,16 @@ order: raw jetstream, ledger, ledger+nats, raw jetstream (with `both`: baseline(
 those four, baseline(b), baseline(a)). The ratio printed is ledger+nats admissions/s divided by
 raw-jetstream admissions/s over the same batches; the target is >= 0.5 (the ledger may cost at
 most as much time again as publishing alone). `--ledger-only` with nats runs the two ledgers only.
+
+`--cli` measures the command line replay instead of the hand-written baselines: the workload is
+written to a JSON-lines file (one admission object a line, as a producer writes it; not timed),
+and `ledger admit WINDOW FILE` (the real command, `python -m service.cli`, as a subprocess with
+its progress bar, on a fresh database, LEDGER_SIGNING_KEY set to a key made beforehand) is
+timed from start to exit: interpreter start, imports and schema creation included. The
+library-level ledger runs the same workload on a fresh window of its own. Order: ledger admit,
+ledger, ledger, ledger admit; each scored by the better of its two runs. The size is --events,
+1,000,000 unless given. The ratio printed is ledger-admit events/s divided by the ledger's; the
+target is >= 0.8 (issue 10).
 """
 
 from __future__ import annotations
@@ -56,7 +67,9 @@ import os
 import random
 import sqlite3
 import statistics
+import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -77,7 +90,9 @@ from benchmarks.harness import Databases, Void, note, say
 from ledger.admissions import MAX_BATCH, Admission, AdmissionIn, prepare
 from ledger.application import Ledger
 from ledger.infrastructure.nats import NatsSettings, subject_token
+from ledger.infrastructure.signing import Ed25519Signer
 from ledger.ports import InspectableBus
+from service.cli.admit import CLI_BATCH
 from service.composition import build_ledger
 from service.settings import Settings
 
@@ -86,6 +101,7 @@ if TYPE_CHECKING:
 
 DEFAULT_EVENTS = 50_000
 LONG_EVENTS = 1_000_000
+CLI_EVENTS = 1_000_000  # the --cli default: the issue's file
 DEFAULT_BATCH = 500
 DEFAULT_SEED = 20261125
 DUPLICATE_SHARE = 0.10
@@ -94,6 +110,8 @@ WINDOW_ID = "bench-window-1"
 TARGET_RATIO = 0.6  # ledger / baseline(a), PostgreSQL (the issue's target)
 TARGET_FLATNESS = 0.8  # last 10% / first 10% throughput
 TARGET_NATS_RATIO = 0.5  # ledger+nats / raw jetstream, admissions/s over the same batches
+TARGET_CLI_RATIO = 0.8  # `ledger admit FILE` / the library-level ledger, events/s (issue 10)
+ROOT = Path(__file__).resolve().parents[1]
 EDGE_SHARE = 0.10
 EVENT_TYPES = ("order.created", "order.paid", "order.shipped")
 CURRENCIES = ("EUR", "USD", "GBP", "CHF")
@@ -396,6 +414,7 @@ NAMES = {
     "ledger": "ledger",
     "nats": "ledger+nats",
     "raw": "raw jetstream",
+    "cli": "ledger admit",
 }
 
 
@@ -505,6 +524,110 @@ def raw_jetstream_run(url: str, label: str, workload: Workload, time_limit: floa
     return run
 
 
+# --- the command line: `ledger admit WINDOW FILE` ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class CliInput:
+    """What every `ledger admit` run of one backend reads: the file and the signing key."""
+
+    lines: Path
+    key: Path
+
+
+def write_lines(workload: Workload, path: Path) -> int:
+    """The workload as a JSON-lines file, one admission object a line as a producer writes it
+    (no `source`); its size in bytes."""
+    with open(path, "wb") as f:
+        for batch in workload.batches():
+            f.write(
+                b"".join(
+                    _json.encode(
+                        {"event_type": i.event_type, "event_id": i.event_id, "payload": i.payload}
+                    )
+                    + b"\n"
+                    for i in batch
+                )
+            )
+    return path.stat().st_size
+
+
+def cli_input(backend: Backend, workload: Workload) -> CliInput:
+    """The file and a signing key (made here, so no run makes one), in the backend's directory."""
+    lines = backend.databases.dir / "admissions.jsonl"
+    size = write_lines(workload, lines)
+    key = backend.databases.dir / "signing-key.pem"
+    Ed25519Signer.load_or_create(key)
+    say(f"  ledger admit reads {lines.name}: {workload.events:,} lines, {size / 1e6:.1f} MB")
+    return CliInput(lines, key)
+
+
+def maxrss_mb(maxrss: float) -> float:
+    return maxrss / (1024 * 1024) if sys.platform == "darwin" else maxrss / 1024
+
+
+def cli_counts(stdout: str) -> dict[str, int]:
+    """The count per verdict `ledger admit` printed (its indented lines)."""
+    rows = [line.split() for line in stdout.splitlines() if line.startswith("  ")]
+    return {row[0]: int(row[1]) for row in rows if len(row) == 2 and row[1].isdigit()}
+
+
+def run_cli(
+    backend: Backend, workload: Workload, given: CliInput, tag: str, time_limit: float
+) -> Run:
+    """`ledger admit WINDOW FILE` as an operator runs it (progress bar on stderr) on a fresh
+    database, timed from start to exit; its peak RSS from the kernel's account of the child.
+    The environment is the benchmark's without any other LEDGER_* setting: the library-level
+    ledger is built from the defaults too."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    env |= {
+        "LEDGER_DATABASE_URL": backend.fresh_database_url(tag),
+        "LEDGER_PUBLISHER": "embedded",
+        "LEDGER_SIGNING_KEY": str(given.key),
+    }
+    command = [sys.executable, "-m", "service.cli", "admit", WINDOW_ID, str(given.lines)]
+    out_path = backend.databases.dir / f"{tag}.stdout"
+    err_path = backend.databases.dir / f"{tag}.stderr"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=ROOT
+        )
+        limit = threading.Timer(time_limit, process.kill)
+        limit.start()
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        finally:
+            limit.cancel()
+        seconds = time.perf_counter() - started
+    process.returncode = code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        tail = "\n".join(err_path.read_text(errors="replace").splitlines()[-10:])
+        raise Void(
+            f"ledger admit exited {code} after {seconds:.1f} s (limit {time_limit:.0f} s):\n{tail}"
+        )
+    counts = cli_counts(out_path.read_text())
+    expected = workload.counts()
+    want = {
+        "ADMITTED": expected["new"],
+        "DUPLICATE": expected["duplicate"],
+        "QUARANTINED": expected["mismatch"],
+        "PUBLISH_UNKNOWN": 0,
+    }
+    if counts != want:
+        raise Void(f"ledger admit printed {counts}, expected {want}")
+    run = Run(NAMES["cli"], [workload.events], [seconds])
+    run.peak_rss_after = maxrss_mb(usage.ru_maxrss)
+    return run
+
+
+def say_cli_run(run: Run) -> None:
+    say(
+        f"  run: {run.name:<24} {run.rate:>10,.0f} events/s  ({run.events:,} lines in "
+        f"{run.seconds:.2f} s from start to exit; peak RSS {run.peak_rss_after:.0f} MB)"
+    )
+
+
 # --- one backend, all contenders --------------------------------------------------------------
 
 
@@ -516,6 +639,7 @@ class Outcome:
     profiled: bool
     nats_ledger: Run | None = None
     ledger_runs: list[Run] = field(default_factory=list)
+    cli_runs: list[Run] = field(default_factory=list)
 
     def best(self, variant: str) -> Run:
         return harness.best(self.baselines[variant])
@@ -528,6 +652,11 @@ class Outcome:
         """ledger+nats admissions/s divided by raw-jetstream admissions/s (best raw run)."""
         assert self.nats_ledger is not None
         return harness.ratio(self.nats_ledger.rate, self.best("raw").rate)
+
+    @property
+    def cli_ratio(self) -> float:
+        """`ledger admit` events/s divided by the library-level ledger's (best runs)."""
+        return harness.ratio(harness.best(self.cli_runs).rate, self.ledger.rate)
 
 
 def open_ledger(
@@ -605,6 +734,8 @@ def run_ledger(
 
 
 def contender_order(args: argparse.Namespace) -> list[str]:
+    if args.cli:
+        return ["cli", "ledger"] + (["ledger"] if not args.profile else []) + ["cli"]
     hand = args.publisher in ("embedded", "both") and not args.ledger_only
     with_nats = args.publisher in ("nats", "both")
     raw = with_nats and not args.ledger_only
@@ -630,7 +761,7 @@ def say_order(order: list[str]) -> None:
             + (
                 "; each contender run twice is scored by the better of its two runs (warm-up "
                 "favours no one)"
-                if any(who in order for who in ("a", "b", "raw"))
+                if any(who in order for who in ("a", "b", "raw", "cli"))
                 else ""
             )
         )
@@ -656,11 +787,19 @@ def bench_backend(
     say(f"\n== {label}: {backend.describe()}")
     baselines: dict[str, list[Run]] = {"a": [], "b": [], "raw": []}
     ledger_runs: list[Run] = []
+    cli_runs: list[Run] = []
     nats_run: Run | None = None
+    given: CliInput | None = None
     order = contender_order(args)
     say_order(order)
     for who in order:
         note(f"[{label}] running {NAMES[who]} ...")
+        if who == "cli":
+            given = given or cli_input(backend, workload)
+            run = run_cli(backend, workload, given, f"cli{len(cli_runs) + 1}", args.time_limit)
+            cli_runs.append(run)
+            say_cli_run(run)
+            continue
         if who == "ledger":
             tag = f"ledger{len(ledger_runs) + 1}" if ledger_runs else None
             run = run_ledger(backend, workload, args, fresh_tag=tag)
@@ -685,6 +824,7 @@ def bench_backend(
         profiled=bool(args.profile),
         nats_ledger=nats_run,
         ledger_runs=ledger_runs,
+        cli_runs=cli_runs,
     )
 
 
@@ -719,6 +859,32 @@ def report(outcome: Outcome) -> None:
         say(f"  current RSS (MB) at events admitted: {samples}")
     if outcome.nats_ledger is not None:
         report_nats(outcome)
+    if outcome.cli_runs:
+        report_cli(outcome)
+
+
+def report_cli(outcome: Outcome) -> None:
+    label, led = outcome.label, outcome.ledger
+    top = harness.best(outcome.cli_runs)
+    each = ", ".join(f"{r.rate:,.0f}" for r in outcome.cli_runs)
+    say(
+        f"  {NAMES['cli']:<24} {top.rate:>10,.0f} events/s  (best of runs: {each}; the command "
+        "from start to exit)"
+    )
+    cli_ratio = outcome.cli_ratio
+    harness.say_ratio(
+        label, "ledger-admit/library", cli_ratio, harness.target_note(cli_ratio, TARGET_CLI_RATIO)
+    )
+    say(
+        f"  = `ledger admit` of a {top.events:,}-line file, events/s from start to exit, / the "
+        f"library-level ledger's {led.rate:,.0f} events/s (prepare + Ledger.admit, timed "
+        "sections) on a fresh window of the same size"
+    )
+    say(
+        f"MEMORY {label} ledger admit: peak RSS "
+        + ", ".join(f"{r.peak_rss_after:.0f}" for r in outcome.cli_runs)
+        + f" MB over {top.events:,} lines (the command's own)"
+    )
 
 
 def report_ratios(outcome: Outcome) -> None:
@@ -821,8 +987,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     size.add_argument(
         "--events",
         type=int,
-        default=DEFAULT_EVENTS,
-        help="admissions per contender (CI-friendly)",
+        default=None,
+        help=f"admissions per contender (default {DEFAULT_EVENTS:,}, CI-friendly; with --cli "
+        f"{CLI_EVENTS:,}, the lines of the file)",
     )
     size.add_argument(
         "--long",
@@ -851,6 +1018,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=os.environ.get("LEDGER_BENCH_NATS_SERVER"),
         help="the nats-server binary to start (default: /usr/sbin/nats-server, else PATH)",
     )
+    parser.add_argument(
+        "--cli",
+        action="store_true",
+        help="the command line replay: `ledger admit WINDOW FILE` (the real command, a "
+        "subprocess) of an --events-line file against the library-level ledger on a fresh "
+        "window of the same size, each run twice (no baselines)",
+    )
     harness.add_postgres_url_argument(parser)
     parser.add_argument(
         "--batch-size", type=int, default=DEFAULT_BATCH, help=f"events per batch, 1..{MAX_BATCH}"
@@ -875,10 +1049,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.long:
         args.events = LONG_EVENTS
+    elif args.events is None:
+        args.events = CLI_EVENTS if args.cli else DEFAULT_EVENTS
     if args.events < 1:
         parser.error("--events must be at least 1")
     if not 1 <= args.batch_size <= MAX_BATCH:
         parser.error(f"--batch-size must be 1..{MAX_BATCH}")
+    if args.cli and (args.publisher != "embedded" or args.ledger_only):
+        parser.error("--cli measures the embedded publisher, with no other contender")
+    if args.cli and args.batch_size != CLI_BATCH:
+        parser.error(f"--cli: `ledger admit` admits in batches of {CLI_BATCH}")
     return args
 
 
@@ -924,6 +1104,11 @@ def main(argv: list[str] | None = None) -> int:
         "ledger = prepare + Ledger.admit; baseline(a) = prepare + one INSERT ... ON CONFLICT DO "
         "NOTHING transaction per batch; baseline(b) = that transaction only"
     )
+    if args.cli:
+        say(
+            "ledger admit = `python -m service.cli admit WINDOW FILE` as a subprocess, events/s "
+            "= lines / seconds from its start to its exit (writing the file untimed)"
+        )
     say(f"machine: {os.cpu_count()} CPUs, load average at start {harness.load_average()}")
     with ExitStack() as stack:
         nats_server: NatsServer | None = None
@@ -956,6 +1141,12 @@ def run_all(args: argparse.Namespace, workload: Workload, nats_server: NatsServe
         line += f"; flatness {outcome.ledger.flatness:.2f}"
         line += f"; peak RSS {outcome.ledger.peak_rss_after:.0f} MB"
         say(line)
+        if outcome.cli_runs:
+            say(
+                f"  {outcome.label:<8} ledger admit "
+                f"{harness.best(outcome.cli_runs).rate:,.0f} events/s; ledger-admit/library "
+                f"{outcome.cli_ratio:.2f}"
+            )
         if outcome.nats_ledger is not None:
             line = f"  {outcome.label:<8} ledger+nats {outcome.nats_ledger.rate:,.0f} admissions/s"
             if outcome.baselines["raw"]:

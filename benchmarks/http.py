@@ -1,34 +1,53 @@
-"""HTTP load: the real ledger service against a trivial Litestar endpoint, in one run.
+"""HTTP load: the real ledger service against a trivial Litestar endpoint and a hand-written
+service, on one server, several servers and several workers, in one run.
 
     .venv/bin/python -m benchmarks.http                       # SQLite, 10 s per phase
     .venv/bin/python -m benchmarks.http --backend postgres    # a throwaway PostgreSQL database
-    .venv/bin/python -m benchmarks.http --duration 2 --loadgen python
+    .venv/bin/python -m benchmarks.http --duration 2 --loadgen python --servers 1 --workers 1
 
 What one run does (loopback only, every server and load generator is a subprocess):
 
-* starts the real service, `ledger serve` (`python -m service.cli serve`), on a free port
-  against a fresh database (SQLite file in a temporary directory, or a throwaway PostgreSQL
-  database made with `ledger db upgrade` and dropped at the end), embedded publisher, auth off,
-  and waits for /health;
-* starts the ceiling: a trivial Litestar app under uvicorn (1 worker, the same uvicorn settings
-  as `ledger serve`) whose POST /v1/windows/{window_id}/admissions decodes the very same body
-  into a msgspec Struct and returns it;
-* drives each with a load generator in its own process: `wrk` when it is installed (a generated
-  Lua script makes every request's event ids unique: phase tag + wrk thread + counter + item),
+* the real service, `ledger serve` (`python -m service.cli serve`), on a free port against a
+  fresh database (SQLite file in a temporary directory, or a throwaway PostgreSQL database made
+  with `ledger db upgrade` and dropped at the end), embedded publisher, auth off, once /health
+  answers; the processes serving one database elect one leader, which alone runs the read
+  side's follower (`service.leadership`);
+* the ceiling: a trivial Litestar app under uvicorn (1 worker, the same uvicorn settings as
+  `ledger serve`) whose POST /v1/windows/{window_id}/admissions decodes the very same body into
+  a msgspec Struct and returns it;
+* PostgreSQL only, the hand-written contender (`benchmarks.handwritten`): Litestar + a psycopg
+  pool, one transaction per request of `INSERT ... ON CONFLICT DO NOTHING` into a table of its
+  own in the same database, the same body, validated and hashed by the ledger's own `prepare`
+  (`benchmarks.admission`'s baseline (a) behind HTTP);
+* each driven by a load generator in its own process: `wrk` when it is installed (a generated
+  Lua script makes every request's event ids unique: phase tag + wrk thread + counter + item;
+  with several servers, thread n connects to the n-th port in turn, one connection a thread),
   else a small asyncio HTTP/1.1 client in a separate Python process (same requests);
-* two workloads, each on the trivial endpoint, then the ledger, then the trivial endpoint again
-  (the ceiling is the better of its two runs, so drift on a noisy machine favours no one):
-    single   one new event per request, --connections (32) concurrent connections;
-    batch    --batch-size (500) new events per request, --batch-connections (4) connections;
-  requests are spread over --windows (4) windows per phase. Every ledger response must be 200
-  with every event ADMITTED, and afterwards the ledger's own read side must count at least as
-  many admitted events (in-flight requests cut off at the end may add a few) and no duplicates or
-  quarantines; otherwise the run exits 1.
-* before each measured phase it waits (bounded) until both servers are idle (CPU time from
-  /proc), so the ledger's projection follower catching up never runs during a ceiling phase.
+* single   one new event per request, --connections (32) concurrent connections: trivial,
+           ledger (1 server), hand-written, ledger on --servers (3) servers on one database
+           (any request to any server; then again with each window sent to one server, as a
+           router by window id would), ledger as one server with --workers (3) workers,
+           trivial again;
+  batch    --batch-size (500) new events per request, --batch-connections (4) connections:
+           trivial, ledger, trivial again; then the ledger as a library (no HTTP, no read
+           side, one caller) on the same events, on a database of its own;
+  the ceiling is the better of its two runs, so drift on a noisy machine favours no one;
+  requests are spread over --windows (4) windows per phase. Every ledger (and hand-written)
+  response must be 200 with every event ADMITTED, or 503 (nothing recorded: counted and
+  printed as BUSY, not a failure), and afterwards the ledger's own read side
+  must count at least as many admitted events (in-flight requests cut off at the end may add a
+  few) and no duplicates or quarantines; otherwise the run exits 1;
+* on PostgreSQL, for each single-event ledger configuration: rows read from the events table
+  per request (pg_stat_user_tables: seq_tup_read + idx_tup_fetch, warm-up included, read once
+  the statistics are flushed) and events per write transaction (the phase's events over their
+  distinct xmin), the two factors of ADR 0018's ceiling;
+* before each measured phase it waits (bounded) until every server is idle (CPU time of each
+  server's process tree from /proc), so the ledger's projection follower catching up never
+  runs during another phase.
 
-Only the ratios ledger / trivial are meant to be compared: the machine is noisy and shared with
-the load generator. No targets are set yet: the figures are as measured.
+Only the ratios are meant to be compared: the machine is noisy and shared with the load
+generator. The one target is issue 10's: 3 servers on one database serve single-event POSTs at
+least as fast as 1 server; the other figures are as measured.
 """
 
 from __future__ import annotations
@@ -44,12 +63,22 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from benchmarks import harness
 from benchmarks.harness import Databases, Server, note, say
+from benchmarks.scaleout import (
+    EventsPerCommit,
+    EventsRowsRead,
+    leads,
+    ledger_servers,
+    library_batches,
+    wait_idle,
+)
 from tests.support import ROOT
 from tests.support.services import HOST
 
@@ -63,7 +92,14 @@ CHECK_TIMEOUT_SECONDS = 60.0
 EVENT_TYPE = "bench.item"
 
 
-def window_name(tag: str, thread: int, counter: int, windows: int) -> str:
+def window_name(
+    tag: str, thread: int, counter: int, windows: int, server: int = 0, servers: int = 1
+) -> str:
+    """Any window in turn; with `servers` > 1 (routed by window), only the windows w with
+    w % servers == server."""
+    if servers > 1 and server < windows:
+        mine = (windows - 1 - server) // servers + 1
+        return f"{tag}-w{server + ((counter + thread) % mine) * servers}"
     return f"{tag}-w{(counter + thread) % windows}"
 
 
@@ -88,15 +124,35 @@ WRK_SCRIPT = r"""
 -- Generated by benchmarks/http.py. Arguments: batch windows tag check(ledger|none) max_per_thread
 local threads = {}
 local made = 0
+local addrs = nil
 
+-- BENCH_PORTS (several servers): thread n connects to the ((n - 1) % count + 1)-th port; with
+-- BENCH_ROUTED=1 it sends only to the windows w of its server (w % count == its index).
 function setup(thread)
   made = made + 1
   thread:set("tid", made)
+  thread:set("server", 0)
+  thread:set("servers", 1)
+  local ports = os.getenv("BENCH_PORTS")
+  if ports and ports ~= "" then
+    if not addrs then
+      addrs = {}
+      for port in string.gmatch(ports, "%d+") do
+        table.insert(addrs, wrk.lookup(wrk.host, port)[1])
+      end
+    end
+    thread.addr = addrs[((made - 1) % #addrs) + 1]
+    if os.getenv("BENCH_ROUTED") == "1" then
+      thread:set("server", (made - 1) % #addrs)
+      thread:set("servers", #addrs)
+    end
+  end
   table.insert(threads, thread)
 end
 
 ok = 0
 bad_status = 0
+unavailable = 0
 not_admitted = 0
 local counter = 0
 local answered = 0
@@ -120,7 +176,12 @@ function request()
     parts[i] = '{"event_type":"bench.item","event_id":"' .. prefix .. i ..
       '","payload":{"seq":' .. i .. ',"kind":"benchmark","amount_cents":1250}}'
   end
-  local window = tag .. "-w" .. ((counter + tid) % windows)
+  local w = (counter + tid) % windows
+  if servers > 1 and server < windows then
+    local mine = math.floor((windows - 1 - server) / servers) + 1
+    w = server + ((counter + tid) % mine) * servers
+  end
+  local window = tag .. "-w" .. w
   return wrk.format("POST", "/v1/windows/" .. window .. "/admissions", nil,
     '{"events":[' .. table.concat(parts, ",") .. ']}')
 end
@@ -129,6 +190,9 @@ function response(status, headers, body)
   answered = answered + 1
   if status ~= 200 then
     bad_status = bad_status + 1
+    if status == 503 then
+      unavailable = unavailable + 1
+    end
   elseif check and not string.find(body, expect, 1, true) then
     not_admitted = not_admitted + 1
   else
@@ -140,18 +204,19 @@ function response(status, headers, body)
 end
 
 function done(summary, latency, requests)
-  local good, bad, missing = 0, 0, 0
+  local good, bad, busy, missing = 0, 0, 0, 0
   for _, t in ipairs(threads) do
     good = good + t:get("ok")
     bad = bad + t:get("bad_status")
+    busy = busy + t:get("unavailable")
     missing = missing + t:get("not_admitted")
   end
   local e = summary.errors
   io.write(string.format(
     'WRKRESULT {"requests":%.0f,"duration_s":%.6f,"ok":%.0f,"bad_status":%.0f,' ..
-    '"not_admitted":%.0f,"errors":%.0f,"timeouts":%.0f,"p50_ms":%.3f,"p99_ms":%.3f,' ..
-    '"max_ms":%.3f}\n',
-    summary.requests, summary.duration / 1e6, good, bad, missing,
+    '"unavailable":%.0f,"not_admitted":%.0f,"errors":%.0f,"timeouts":%.0f,"p50_ms":%.3f,' ..
+    '"p99_ms":%.3f,"max_ms":%.3f}\n',
+    summary.requests, summary.duration / 1e6, good, bad, busy, missing,
     e.connect + e.read + e.write, e.timeout,
     latency:percentile(50) / 1000, latency:percentile(99) / 1000, latency.max / 1000))
 end
@@ -242,14 +307,23 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool
 
 
 async def _python_load(spec: dict[str, Any]) -> dict[str, Any]:
-    host, port = spec["host"], spec["port"]
+    host, ports = spec["host"], spec["ports"]
     batch, windows, tag = spec["batch"], spec["windows"], spec["tag"]
     check = spec["check"] == "ledger"
     expect = expected_counts(batch).encode()
     connections = spec["connections"]
     max_requests = spec["max_requests"]
     latencies: list[float] = []
-    stats = {"sent": 0, "ok": 0, "bad_status": 0, "not_admitted": 0, "errors": 0, "timeouts": 0}
+    stats = {
+        "sent": 0,
+        "ok": 0,
+        "bad_status": 0,
+        "unavailable": 0,
+        "not_admitted": 0,
+        "errors": 0,
+        "timeouts": 0,
+    }
+    routed = spec["routed"] and len(ports) > 1
     start = time.perf_counter()
     deadline = start + spec["duration"]
     last_done = start
@@ -258,13 +332,18 @@ async def _python_load(spec: dict[str, Any]) -> dict[str, Any]:
         nonlocal last_done
         reader = writer = None
         counter = 0
+        port = ports[(thread - 1) % len(ports)]  # connection n to the n-th server, in turn
         try:
             while time.perf_counter() < deadline and stats["sent"] < max_requests:
                 if writer is None:
                     reader, writer = await asyncio.open_connection(host, port)
                 counter += 1
                 stats["sent"] += 1
-                path = f"/v1/windows/{window_name(tag, thread, counter, windows)}/admissions"
+                server = (thread - 1) % len(ports) if routed else 0
+                window = window_name(
+                    tag, thread, counter, windows, server, len(ports) if routed else 1
+                )
+                path = f"/v1/windows/{window}/admissions"
                 body = request_body(tag, thread, counter, batch).encode()
                 head = (
                     f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
@@ -293,6 +372,7 @@ async def _python_load(spec: dict[str, Any]) -> dict[str, Any]:
                 last_done = max(last_done, finished)
                 if status != 200:
                     stats["bad_status"] += 1
+                    stats["unavailable"] += status == 503
                 elif check and expect not in answer:
                     stats["not_admitted"] += 1
                 else:
@@ -339,6 +419,15 @@ class Phase:
     batch: int
     result: dict[str, Any]
     tag: str = ""  # the phase's windows are f"{tag}-w{n}"
+    warmup_requests: int = 0
+    rows_read: int | None = None  # from the events table, warm-up and measured run together
+    written: tuple[int, int] | None = None  # (events, transactions), warm-up and measured run
+
+    @property
+    def rows_per_request(self) -> float | None:
+        if self.rows_read is None:
+            return None
+        return harness.ratio(self.rows_read, int(self.result["requests"]) + self.warmup_requests)
 
     @property
     def rps(self) -> float:
@@ -350,8 +439,11 @@ class Phase:
 
     @property
     def failures(self) -> int:
+        """Answers that break the contract or the run: a 503 is not one of them (it says
+        nothing was recorded, and a producer sends again), so it is reported, not failed."""
         r = self.result
-        return int(r["bad_status"] + r["not_admitted"] + r["errors"] + r["timeouts"])
+        wrong = r["bad_status"] - r.get("unavailable", 0)
+        return int(wrong + r["not_admitted"] + r["errors"] + r["timeouts"])
 
 
 class LoadGenerator:
@@ -373,7 +465,7 @@ class LoadGenerator:
 
     def run(
         self,
-        port: int,
+        ports: Sequence[int],
         *,
         duration: float,
         connections: int,
@@ -381,9 +473,16 @@ class LoadGenerator:
         windows: int,
         tag: str,
         check: str,
+        routed: bool = False,
     ) -> dict[str, Any]:
+        env = dict(os.environ)
         if self.kind == "wrk":
             threads = max(1, min(os.cpu_count() or 1, connections))
+            if len(ports) > 1:
+                # One connection per thread, threads spread over the servers' ports in turn.
+                threads = connections
+                env["BENCH_PORTS"] = ",".join(str(p) for p in ports)
+                env["BENCH_ROUTED"] = "1" if routed else "0"
             per_thread = max(1, self.max_requests // threads)
             argv = [
                 "wrk",
@@ -393,7 +492,7 @@ class LoadGenerator:
                 f"--timeout={REQUEST_TIMEOUT_SECONDS:.0f}s",
                 "-s",
                 str(self.script),
-                f"http://{HOST}:{port}/",
+                f"http://{HOST}:{ports[0]}/",
                 "--",
                 str(batch),
                 str(windows),
@@ -405,7 +504,8 @@ class LoadGenerator:
         else:
             spec = {
                 "host": HOST,
-                "port": port,
+                "ports": list(ports),
+                "routed": routed,
                 "duration": duration,
                 "connections": connections,
                 "batch": batch,
@@ -419,6 +519,7 @@ class LoadGenerator:
         completed = subprocess.run(
             argv,
             cwd=ROOT,
+            env=env,
             capture_output=True,
             text=True,
             timeout=duration + REQUEST_TIMEOUT_SECONDS + 60,
@@ -469,12 +570,12 @@ def fmt_ms(value: float) -> str:
 
 def print_table(phases: list[Phase]) -> None:
     say(
-        f"{'workload':<24} {'conns':>5} {'target':<16} {'req/s':>10} {'events/s':>10} "
+        f"{'workload':<24} {'conns':>5} {'target':<22} {'req/s':>10} {'events/s':>10} "
         f"{'p50 ms':>9} {'p99 ms':>9} {'requests':>9}"
     )
     for p in phases:
         say(
-            f"{p.workload:<24} {p.connections:>5} {p.target:<16} {p.rps:>10,.0f} "
+            f"{p.workload:<24} {p.connections:>5} {p.target:<22} {p.rps:>10,.0f} "
             f"{p.events_per_s:>10,.0f} {fmt_ms(p.result['p50_ms']):>9} "
             f"{fmt_ms(p.result['p99_ms']):>9} {p.result['requests']:>9,}"
         )
@@ -486,177 +587,384 @@ def run(args: argparse.Namespace) -> int:
         note(harness.ledger_db_upgrade(databases.url))
         trivial_app = databases.dir / "trivial_app.py"
         trivial_app.write_text(TRIVIAL_APP)
-        with (
-            harness.serving("ledger", databases.url) as ledger,
-            harness.serving(
-                "trivial", databases.url, [sys.executable, str(trivial_app)]
-            ) as trivial,
-        ):
-            return measure(
-                args, LoadGenerator(kind, databases.dir, args.max_requests), ledger, trivial
+        with ExitStack() as stack:
+            trivial = stack.enter_context(
+                harness.serving("trivial", databases.url, [sys.executable, str(trivial_app)])
             )
+            handwritten = None
+            if args.backend == "postgres":
+                handwritten = stack.enter_context(
+                    harness.serving(
+                        "hand-written",
+                        databases.url,
+                        [sys.executable, "-m", "benchmarks.handwritten"],
+                    )
+                )
+            loadgen = LoadGenerator(kind, databases.dir, args.max_requests)
+            return Bench(args, loadgen, databases, trivial, handwritten).run()
 
 
 WORKLOADS = ("single", "batch")
 
 
-def measure(
-    args: argparse.Namespace, loadgen: LoadGenerator, ledger: Server, trivial: Server
-) -> int:
-    servers = [ledger, trivial]
-    say(
-        f"HTTP load benchmark, backend {args.backend}: the ledger service "
-        f"(`ledger serve`, embedded publisher, auth off) against a trivial Litestar "
-        f"POST echoing a msgspec Struct; uvicorn, 1 worker each, 127.0.0.1"
-    )
-    say(
-        f"load generator: {loadgen.describe()}; {args.duration:g} s per phase; "
-        f"{os.cpu_count()} cores"
-    )
-    labels = {"single": "single event POST", "batch": f"batch of {args.batch_size} POST"}
-    shapes = {"single": (args.connections, 1), "batch": (args.batch_connections, args.batch_size)}
-    run_tag = uuid.uuid4().hex[:6]
-    phases: dict[str, Phase] = {}
-    ceilings: dict[str, list[Phase]] = {}
-    for key in WORKLOADS:
-        connections, batch = shapes[key]
-        order = [("trivial", trivial, "1"), ("ledger", ledger, ""), ("trivial", trivial, "2")]
-        for target, server, run_no in order:
-            phase = measure_phase(
-                args,
-                servers,
-                loadgen,
-                server,
-                Phase(key, target, connections, batch, {}),
-                label=labels[key],
-                run_no=run_no,
-                tag=f"{key}-{target}{run_no}-{run_tag}",
+@dataclass
+class Bench:
+    """One run: every phase, in order, on the servers alive at the time."""
+
+    args: argparse.Namespace
+    loadgen: LoadGenerator
+    databases: Databases
+    trivial: Server
+    handwritten: Server | None
+    run_tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    phases: list[Phase] = field(default_factory=list)  # every phase measured
+    ledger_phases: list[Phase] = field(default_factory=list)  # those whose read side is checked
+    read_side: tuple[bool, str] = (False, "CHECK not run")
+    rows: EventsRowsRead | None = None
+    commits: EventsPerCommit | None = None
+    last_rows: int | None = None
+
+    def __post_init__(self) -> None:
+        self.rows = EventsRowsRead(self.databases.url)
+        self.commits = EventsPerCommit(self.databases.url)
+
+    @property
+    def others(self) -> list[Server]:
+        return [self.trivial, *([self.handwritten] if self.handwritten else [])]
+
+    def run(self) -> int:
+        args = self.args
+        say(
+            f"HTTP load benchmark, backend {args.backend}: the ledger service "
+            f"(`ledger serve`, embedded publisher, auth off) against a trivial Litestar "
+            f"POST echoing a msgspec Struct"
+            + (
+                " and a hand-written Litestar + psycopg pool service (one transaction per "
+                "request, INSERT ... ON CONFLICT DO NOTHING, the same validation and hashing)"
+                if self.handwritten
+                else ""
             )
-            if target == "ledger":
-                phases[key] = phase
-            else:
-                ceilings.setdefault(key, []).append(phase)
-            for each in servers:
-                each.check_alive()
+            + "; uvicorn, 1 worker each unless said, 127.0.0.1"
+        )
+        say(
+            f"load generator: {self.loadgen.describe()}; {args.duration:g} s per phase; "
+            f"{os.cpu_count()} cores"
+        )
+        labels = {"single": "single event POST", "batch": f"batch of {args.batch_size} POST"}
+        single = self.single_phases(labels["single"])
+        batch, library = self.batch_phases(labels["batch"])
+        self.report(labels, single, batch, library)
+        failed = say_failures(self.phases)
+        good, line = self.read_side
+        say(line)
+        failed = not good or failed
+        say("")
+        say(
+            "NOTE: figures are as measured in this run on this machine (noisy, 2 cores shared "
+            "by the servers and the load generator); no targets are set yet for the ledger/"
+            "trivial, ledger/hand-written and HTTP/library ratios (issue 10 sets 3 servers >= "
+            "1 server). Compare the RATIO lines, not the absolute figures. The ledger's handler "
+            "runs sync in a thread and its projection follower runs in the leading process "
+            "during its phases; the trivial handler is async and does no I/O."
+        )
+        return 1 if failed else 0
 
-    best = {key: max(ceilings[key], key=lambda p: p.rps) for key in WORKLOADS}
-    report(args, labels, phases, ceilings, best)
-    failed = say_failures(phases, ceilings)
-    failed = not check_read_side(ledger, phases, args.windows) or failed
-    say("")
-    say(
-        "NOTE: figures are as measured in this run on this machine (noisy, 2 cores shared "
-        "by both servers and the load generator); no targets are set yet. Compare the "
-        "RATIO lines, not the absolute figures. The ledger's handler runs sync in a "
-        "thread and its projection follower runs in the same process during its phases; "
-        "the trivial handler is async and does no I/O."
-    )
-    return 1 if failed else 0
+    # --- phases ----------------------------------------------------------------------------
 
+    def single_phases(self, label: str) -> dict[str, Any]:
+        args = self.args
+        out: dict[str, Any] = {}
+        shape = ("single", args.connections, 1)
+        ceilings = [self.phase(label, [self.trivial], [], shape, "trivial", "1")]
+        with ledger_servers(self.databases.url, 1) as (ledger,):
+            out["ledger"] = self.phase(label, [ledger], [ledger], shape, "ledger", rows=True)
+            if self.handwritten is not None:
+                out["hand"] = self.phase(label, [self.handwritten], [ledger], shape, "hand-written")
+            if args.servers > 1:
+                with ledger_servers(self.databases.url, args.servers - 1, name="ledger") as more:
+                    note(f"... {args.servers} servers; the read side is led by {leads([ledger])}")
+                    servers = [ledger, *more]
+                    out["servers"] = self.phase(
+                        label, servers, servers, shape, f"ledger {args.servers} servers", rows=True
+                    )
+                    # The same servers, each window sent to one server only (a router by
+                    # window id in front): no two processes write one window.
+                    out["routed"] = self.phase(
+                        label,
+                        servers,
+                        servers,
+                        shape,
+                        f"ledger {args.servers} servers routed",
+                        rows=True,
+                        routed=True,
+                    )
+        if args.workers > 1:
+            with ledger_servers(self.databases.url, 1, args.workers) as (multi,):
+                note(f"... {args.workers} workers; the read side is led by {leads([multi])}")
+                out["workers"] = self.phase(
+                    label, [multi], [multi], shape, f"ledger {args.workers} workers", rows=True
+                )
+        ceilings.append(self.phase(label, [self.trivial], [], shape, "trivial", "2"))
+        out["ceilings"] = ceilings
+        out["best"] = max(ceilings, key=lambda p: p.rps)
+        return out
 
-def measure_phase(
-    args: argparse.Namespace,
-    servers: list[Server],
-    loadgen: LoadGenerator,
-    server: Server,
-    phase: Phase,
-    *,
-    label: str,
-    run_no: str,
-    tag: str,
-) -> Phase:
-    """One measured phase on one server (after an unmeasured warm-up), once both are idle."""
-    target = phase.target
-    if args.warmup > 0:
-        harness.wait_quiet(servers)
-        loadgen.run(
-            server.port,
-            duration=args.warmup,
-            connections=phase.connections,
-            batch=phase.batch,
+    def batch_phases(self, label: str) -> tuple[dict[str, Any], tuple[int, float]]:
+        args = self.args
+        out: dict[str, Any] = {}
+        shape = ("batch", args.batch_connections, args.batch_size)
+        with ledger_servers(self.databases.url, 1) as (ledger,):
+            ceilings = [self.phase(label, [self.trivial], [ledger], shape, "trivial", "1")]
+            out["ledger"] = self.phase(label, [ledger], [ledger], shape, "ledger")
+            ceilings.append(self.phase(label, [self.trivial], [ledger], shape, "trivial", "2"))
+            self.read_side = check_read_side(ledger, self.ledger_phases, args.windows)
+            wait_idle([*self.others, ledger])
+            note(f"... {label}, the ledger as a library (one caller, a database of its own)")
+            library = library_batches(
+                self.databases.fresh("library"),
+                batch=args.batch_size,
+                windows=args.windows,
+                seconds=args.duration,
+                warmup=args.warmup,
+            )
+        out["ceilings"] = ceilings
+        out["best"] = max(ceilings, key=lambda p: p.rps)
+        return out, library
+
+    def phase(
+        self,
+        label: str,
+        targets: list[Server],
+        ledgers: list[Server],
+        shape: tuple[str, int, int],
+        target: str,
+        run_no: str = "",
+        *,
+        rows: bool = False,
+        routed: bool = False,
+    ) -> Phase:
+        """One measured phase on `targets` (after an unmeasured warm-up), once every server
+        alive is idle; rows read from the events table counted over both when asked."""
+        args = self.args
+        workload, connections, batch = shape
+        alive = [*self.others, *ledgers]
+        slug = "".join(ch for ch in target if ch.isalnum())
+        tag = f"{workload}-{slug}{run_no}-{self.run_tag}"
+        phase = Phase(workload, target, connections, batch, {}, tag)
+        is_ledger = target.startswith("ledger")
+        check = "none" if target == "trivial" else "ledger"
+        ports = [s.port for s in targets]
+        before = self.rows_now() if rows else None
+        assert self.commits is not None
+        first = self.commits.head() if rows else None
+        if args.warmup > 0:
+            wait_idle(alive)
+            warm = self.loadgen.run(
+                ports,
+                duration=args.warmup,
+                connections=connections,
+                batch=batch,
+                windows=args.windows,
+                tag=f"warm-{tag}",
+                check="none",
+                routed=routed,
+            )
+            phase.warmup_requests = int(warm["requests"])
+        waited = wait_idle(alive)
+        note(
+            f"... {label}, {target}{run_no and ' run ' + run_no}, "
+            f"{connections} connections (waited {waited:.1f} s for idle servers)"
+        )
+        phase.result = self.loadgen.run(
+            ports,
+            duration=args.duration,
+            connections=connections,
+            batch=batch,
             windows=args.windows,
-            tag=f"warm-{tag}",
-            check="none",
+            tag=tag,
+            check=check,
+            routed=routed,
         )
-    waited = harness.wait_quiet(servers)
-    note(
-        f"... {label}, {target}{run_no and ' run ' + run_no}, "
-        f"{phase.connections} connections (waited {waited:.1f} s for idle servers)"
-    )
-    phase.result = loadgen.run(
-        server.port,
-        duration=args.duration,
-        connections=phase.connections,
-        batch=phase.batch,
-        windows=args.windows,
-        tag=tag,
-        check="ledger" if target == "ledger" else "none",
-    )
-    phase.tag = tag
-    return phase
+        for each in alive:
+            each.check_alive()
+        if before is not None:
+            wait_idle(alive)
+            self.last_rows = after = self.rows_now(settled=True)
+            phase.rows_read = None if after is None else after - before
+        if first is not None:
+            last = self.commits.head()
+            assert last is not None
+            phase.written = self.commits.between(first, last)
+        self.phases.append(phase)
+        if is_ledger:
+            self.ledger_phases.append(phase)
+        return phase
 
+    def rows_now(self, *, settled: bool = False) -> int | None:
+        assert self.rows is not None
+        if self.last_rows is not None and not settled:
+            return self.last_rows  # nothing has read the events table since
+        self.last_rows = self.rows.settled()
+        return self.last_rows
 
-def report(
-    args: argparse.Namespace,
-    labels: dict[str, str],
-    phases: dict[str, Phase],
-    ceilings: dict[str, list[Phase]],
-    best: dict[str, Phase],
-) -> None:
-    """The table (the ceiling is the better of its two runs) and the RATIO lines."""
-    rows: list[Phase] = []
-    for key in WORKLOADS:
-        top, led = best[key], phases[key]
-        rows.append(Phase(labels[key], "trivial (best)", top.connections, top.batch, top.result))
-        rows.append(
-            Phase(labels[key], f"ledger {args.backend}", led.connections, led.batch, led.result)
+    # --- the figures -------------------------------------------------------------------------
+
+    def report(
+        self,
+        labels: dict[str, str],
+        single: dict[str, Any],
+        batch: dict[str, Any],
+        library: tuple[int, float],
+    ) -> None:
+        args, b = self.args, self.args.backend
+        rows: list[Phase] = []
+        for key, part in (("single", single), ("batch", batch)):
+            top = part["best"]
+            best = Phase(labels[key], "trivial (best)", top.connections, top.batch, top.result)
+            rows.append(best)
+            for name in ("ledger", "hand", "servers", "routed", "workers"):
+                if name in part:
+                    p = part[name]
+                    target = f"{p.target} {b}" if name == "ledger" else p.target
+                    rows.append(Phase(labels[key], target, p.connections, p.batch, p.result))
+        say("")
+        print_table(rows)
+        say("")
+        for key, part in (("single", single), ("batch", batch)):
+            runs = ", ".join(f"{p.rps:,.0f}" for p in part["ceilings"])
+            say(f"trivial {key} runs (before, after the ledger): {runs} req/s; best used")
+        led, top = single["ledger"], single["best"]
+        say("")
+        harness.say_ratio(
+            b,
+            "single-event ledger/trivial req/s",
+            harness.ratio(led.rps, top.rps),
+            f"(p50 {led.result['p50_ms']:.1f} vs {top.result['p50_ms']:.1f} ms, "
+            f"p99 {led.result['p99_ms']:.1f} vs {top.result['p99_ms']:.1f} ms, "
+            f"{led.connections} connections)",
+            digits=3,
+            gap=" ",
         )
-    say("")
-    print_table(rows)
-    say("")
-    for key in WORKLOADS:
-        runs = ", ".join(f"{p.rps:,.0f}" for p in ceilings[key])
-        say(f"trivial {key} runs (before, after the ledger): {runs} req/s; best used")
-    single, top_single = phases["single"], best["single"]
-    batch, top_batch = phases["batch"], best["batch"]
-    say("")
-    harness.say_ratio(
-        args.backend,
-        "single-event ledger/trivial req/s",
-        harness.ratio(single.rps, top_single.rps),
-        f"(p50 {single.result['p50_ms']:.1f} vs {top_single.result['p50_ms']:.1f} ms, "
-        f"p99 {single.result['p99_ms']:.1f} vs {top_single.result['p99_ms']:.1f} ms, "
-        f"{single.connections} connections)",
-        digits=3,
-        gap=" ",
-    )
-    harness.say_ratio(
-        args.backend,
-        f"batch-{args.batch_size} ledger/trivial events/s",
-        harness.ratio(batch.events_per_s, top_batch.events_per_s),
-        f"({batch.events_per_s:,.0f} vs {top_batch.events_per_s:,.0f} events/s, "
-        f"{batch.connections} connections)",
-        digits=3,
-        gap=" ",
+        blg, btop = batch["ledger"], batch["best"]
+        harness.say_ratio(
+            b,
+            f"batch-{args.batch_size} ledger/trivial events/s",
+            harness.ratio(blg.events_per_s, btop.events_per_s),
+            f"({blg.events_per_s:,.0f} vs {btop.events_per_s:,.0f} events/s, "
+            f"{blg.connections} connections)",
+            digits=3,
+            gap=" ",
+        )
+        if "hand" in single:
+            hand = single["hand"]
+            harness.say_ratio(
+                b,
+                "single-event ledger/hand-written req/s",
+                harness.ratio(led.rps, hand.rps),
+                f"({led.rps:,.0f} vs {hand.rps:,.0f} req/s; p50 {led.result['p50_ms']:.1f} vs "
+                f"{hand.result['p50_ms']:.1f} ms, p99 {led.result['p99_ms']:.1f} vs "
+                f"{hand.result['p99_ms']:.1f} ms, {led.connections} connections)",
+                digits=3,
+                gap=" ",
+            )
+        say(
+            f"LATENCY {b} single-event ledger: p50 {led.result['p50_ms']:.1f} ms, "
+            f"p99 {led.result['p99_ms']:.1f} ms, max {led.result['max_ms']:.1f} ms "
+            f"({led.connections} connections, 1 server)"
+        )
+        if "servers" in single:
+            many = single["servers"]
+            value = harness.ratio(many.rps, led.rps)
+            harness.say_ratio(
+                b,
+                f"single-event {args.servers} servers/1 server req/s",
+                value,
+                f"({many.rps:,.0f} vs {led.rps:,.0f} req/s; p99 {many.result['p99_ms']:.1f} vs "
+                f"{led.result['p99_ms']:.1f} ms) {harness.target_note(value, 1.0)}",
+                gap=" ",
+            )
+        if "routed" in single:
+            routed = single["routed"]
+            harness.say_ratio(
+                b,
+                f"single-event {args.servers} servers routed by window/1 server req/s",
+                harness.ratio(routed.rps, led.rps),
+                f"({routed.rps:,.0f} vs {led.rps:,.0f} req/s; p99 "
+                f"{routed.result['p99_ms']:.1f} vs {led.result['p99_ms']:.1f} ms; each window "
+                f"sent to one server) (for information)",
+                gap=" ",
+            )
+        if "workers" in single:
+            wk = single["workers"]
+            harness.say_ratio(
+                b,
+                f"single-event {args.workers} workers/1 worker req/s",
+                harness.ratio(wk.rps, led.rps),
+                f"({wk.rps:,.0f} vs {led.rps:,.0f} req/s; p99 {wk.result['p99_ms']:.1f} vs "
+                f"{led.result['p99_ms']:.1f} ms) (for information)",
+                gap=" ",
+            )
+        for name in ("ledger", "servers", "routed", "workers"):
+            if name in single:
+                say_rows(b, single[name])
+        events, seconds = library
+        library_rate = harness.per_second(events, seconds)
+        harness.say_ratio(
+            b,
+            f"batch-{args.batch_size} HTTP/library events/s",
+            harness.ratio(blg.events_per_s, library_rate),
+            f"(HTTP {blg.events_per_s:,.0f} events/s at {blg.connections} connections vs the "
+            f"ledger as a library {library_rate:,.0f} events/s, one caller, no read side)",
+            gap=" ",
+        )
+
+
+def say_rows(backend: str, phase: Phase) -> None:
+    per = phase.rows_per_request
+    if per is None:
+        say(f"ROWS {backend} single-event {phase.target}: not counted (SQLite keeps no statistics)")
+        return
+    if phase.written is not None:
+        events, transactions = phase.written
+        per_commit = harness.ratio(events, transactions)
+        say(
+            f"COMMITS {backend} single-event {phase.target}: {per_commit:.2f} events per write "
+            f"transaction, {harness.ratio(phase.events_per_s, per_commit):,.0f} commits/s "
+            f"({events:,} events in {transactions:,} transactions, warm-up included)"
+        )
+    requests = int(phase.result["requests"]) + phase.warmup_requests
+    say(
+        f"ROWS {backend} single-event {phase.target}: {per:.2f} rows read from "
+        f"ledger_events per request ({phase.rows_read:,} rows over {requests:,} requests, "
+        "warm-up included; the read side's follower reads each new event once)"
     )
 
 
-def say_failures(phases: dict[str, Phase], ceilings: dict[str, list[Phase]]) -> bool:
-    """Every ledger request must have been answered ADMITTED (and every trivial one 200)."""
+def say_failures(phases: list[Phase]) -> bool:
+    """Every ledger (and hand-written) request must have been answered ADMITTED (or 503: nothing
+    recorded, counted in a BUSY line), every trivial one 200."""
     failed = False
-    for phase in [*phases.values(), *(p for ps in ceilings.values() for p in ps)]:
+    for phase in phases:
+        busy = int(phase.result.get("unavailable", 0))
+        if busy:
+            say(
+                f"BUSY {phase.workload} {phase.target}: {busy:,} of "
+                f"{int(phase.result['requests']):,} requests answered 503 (nothing recorded; "
+                "a producer sends them again)"
+            )
         if phase.failures:
             failed = True
             say(f"FAILED {phase.workload} {phase.target}: {phase.result}")
     return failed
 
 
-def check_read_side(ledger: Server, phases: dict[str, Phase], windows: int) -> bool:
-    """The ledger's read side must count at least every event answered ADMITTED, and no
-    duplicates, quarantines or unknown publishes."""
+def check_read_side(ledger: Server, phases: list[Phase], windows: int) -> tuple[bool, str]:
+    """The ledger's read side (all servers share one database: any of them answers) must count
+    at least every event answered ADMITTED, and no duplicates, quarantines or unknown
+    publishes."""
     checks = []
     all_good = True
-    for phase in phases.values():
+    for phase in phases:
         confirmed = int(phase.result["ok"]) * phase.batch
         names = [f"{phase.tag}-w{w}" for w in range(windows)]
         deadline = time.monotonic() + CHECK_TIMEOUT_SECONDS
@@ -672,14 +980,14 @@ def check_read_side(ledger: Server, phases: dict[str, Phase], windows: int) -> b
             and totals["publish_unknown"] == 0
         )
         all_good = all_good and good
+        what = phase.workload if phase.target == "ledger" else f"{phase.workload} {phase.target}"
         checks.append(
-            f"{phase.workload}: {totals['admitted']:,} admitted on the read side for "
+            f"{what}: {totals['admitted']:,} admitted on the read side for "
             f"{confirmed:,} answered ADMITTED, {totals['duplicates']} duplicates, "
             f"{totals['quarantined']} quarantined, {totals['publish_unknown']} "
             f"publish-unknown: {'ok' if good else 'WRONG'}"
         )
-    say("CHECK " + "; ".join(checks))
-    return all_good
+    return all_good, "CHECK " + "; ".join(checks)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -696,6 +1004,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--windows", type=int, default=4, help="windows per phase")
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument(
+        "--servers",
+        type=int,
+        default=3,
+        help="also measure this many `ledger serve` on one database against 1 (1: do not)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=3,
+        help="also measure one `ledger serve --workers N` against 1 worker (1: do not)",
+    )
     harness.add_postgres_url_argument(parser)
     parser.add_argument(
         "--loadgen",
@@ -723,6 +1043,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--batch-size must be 1..1000 (the API's limit)")
     if args.duration <= 0 or args.connections < 1 or args.batch_connections < 1:
         parser.error("--duration and connection counts must be positive")
+    if args.servers < 1 or args.workers < 1:
+        parser.error("--servers and --workers must be 1 or more")
     return run(args)
 
 

@@ -137,8 +137,33 @@ class IdentityIndex(Protocol):
     def count_identities(self, window_id: str) -> dict[str, int]: ...
 
 
-# Events made by one part of a command, and the index rows that part changed.
-Chunk = tuple[Sequence[StoredEvent], Sequence[IndexChange]]
+class WindowSnapshot(NamedTuple):
+    """A window's state at one version, encoded (a cache of its history: ADR 0017)."""
+
+    originator_id: UUID
+    version: int
+    state: bytes
+
+
+class Chunk(NamedTuple):
+    """Events made by one part of a command, the index rows that part changed and, on the
+    last chunk, the window's snapshot when one is due."""
+
+    events: Sequence[StoredEvent]
+    changes: Sequence[IndexChange]
+    snapshot: WindowSnapshot | None = None
+
+
+class SnapshotStore(Protocol):
+    """Each window's latest snapshot, one row a window, written in the transaction of the
+    events it follows (`insert_event_stream`, or `snapshot=` to `Application.save`); a newer
+    one replaces it, an older one never does."""
+
+    def latest_snapshot(self, originator_id: UUID) -> WindowSnapshot | None: ...
+
+    def discard_snapshot(self, originator_id: UUID, version: int) -> None:
+        """Remove the window's snapshot if it is still the one at `version`."""
+        ...
 
 
 class StreamingRecorder(Protocol):

@@ -172,6 +172,8 @@ class ProjectionRunner:
     # --- following in the background --------------------------------------------------
 
     def start(self) -> None:
+        """Follow in the background (again, after a stop: a process that leads again)."""
+        self._stop.clear()
         follow = threading.Thread(target=self._follow, name="projections", daemon=True)
         self._threads = [follow]
         if self.store.dialect == "postgresql":

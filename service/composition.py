@@ -7,6 +7,7 @@ line use. Nothing connects at import.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from projections.migrate import ensure_schema
 from projections.queries import ReadModels
 from projections.store import ReadStore, create_read_store
 from service.evidence import Evidence
+from service.leadership import Leadership, lock_for
 from service.settings import Settings, SettingsError
 
 CLOSE_WAIT_SECONDS = 10.0
@@ -72,18 +74,37 @@ class Services:
     read: ReadModels
     evidence: Evidence
     following: bool = False
+    leadership: Leadership | None = None
 
     def start_following(self) -> None:
-        """The running service: the follower, and the scrub (at start, then every interval)."""
-        self.runner.start()
+        """The running service: the follower, and the scrub (at start, then every interval),
+        in the one process per database that holds the leader lock (`service.leadership`).
+        Every process waits for the read side the same way: by the tracking positions, which
+        the leader moves (`ProjectionRunner.wait_for`)."""
+        scrubbing: list[bool] = []
+
+        def elected() -> None:
+            self.runner.start()
+            if not scrubbing:  # once per process: the scrub has no restart
+                scrubbing.append(True)
+                self.evidence.start(self.settings.scrub_interval_seconds)
+
+        sqlite = self.settings.sqlite_path if self.settings.is_sqlite else None
+        self.leadership = Leadership(
+            lock_for(self.settings.database_url, sqlite),
+            elected,
+            self.runner.stop,
+            say=lambda line: print(line, file=sys.stderr, flush=True),
+        )
         self.following = True
-        self.evidence.start(self.settings.scrub_interval_seconds)
+        self.leadership.start()
 
     # --- commands (each refused for a sealed window whose history no longer ends closed) --
 
     def admit(self, window_id: str, admissions: Sequence[Admission]) -> list[AdmissionResult]:
+        """One request's admissions, written with the concurrent requests' (group commit)."""
         self.evidence.guard(window_id)
-        return self.ledger.admit(window_id, admissions)
+        return self.ledger.admit_with_others(window_id, admissions)
 
     def reconcile(self, window_id: str) -> dict[str, Any]:
         self.evidence.guard(window_id)
@@ -178,9 +199,15 @@ class Services:
             raise StorageUnavailable(f"storage is unreachable: {type(exc).__name__}") from None
 
     def close(self) -> None:
-        self.evidence.stop()
-        if self.following:
+        def stop_leading() -> None:
+            self.evidence.stop()
             self.runner.stop()
+
+        if self.leadership is not None:
+            # The follower stops before the lock goes: the next leader never overlaps it.
+            self.leadership.stop(before_release=stop_leading)
+        else:
+            self.evidence.stop()
         self.ledger.close()
         self.ledger.publisher.close()
         self.store.dispose()

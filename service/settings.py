@@ -23,6 +23,13 @@ def _seconds(text: str | None, default: float) -> float:
     return value
 
 
+def _count(text: str | None, default: int) -> int:
+    value = default if not text else int(text)
+    if value < 0:
+        raise ValueError(f"{text!r} is not a count >= 0")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -37,6 +44,13 @@ class Settings:
     # Evidence (contract s.9): the receipt signing key, and how often closed windows are scrubbed.
     signing_key: str = ""  # path to a PEM private key; "" = generated under the data directory
     scrub_interval_seconds: float = 3600.0  # 0 turns the background scrub off
+    # A window's snapshot is written with the events that carry it past each multiple of this
+    # many events (ADR 0017); 0 turns snapshots off.
+    snapshot_interval: int = 500
+    # Group commit (ADR 0019): concurrent admission requests wait up to this long, or until this
+    # many events are gathered, to be written in one transaction.
+    group_commit_ms: float = 2.0
+    group_commit_events: int = 1000
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -57,6 +71,9 @@ class Settings:
                 ),
                 signing_key=env.get("LEDGER_SIGNING_KEY") or "",
                 scrub_interval_seconds=_seconds(env.get("LEDGER_SCRUB_INTERVAL_SECONDS"), 3600.0),
+                snapshot_interval=_count(env.get("LEDGER_SNAPSHOT_INTERVAL"), 500),
+                group_commit_ms=_seconds(env.get("LEDGER_GROUP_COMMIT_MS"), 2.0),
+                group_commit_events=_count(env.get("LEDGER_GROUP_COMMIT_EVENTS"), 1000),
             )
         except ValueError as exc:
             raise SettingsError(f"bad number in the LEDGER_* settings: {exc}") from None
@@ -102,6 +119,9 @@ class Settings:
         env = {
             # Cache windows without deep copies: commands stay O(batch), not O(history).
             "AGGREGATE_CACHE_MAXSIZE": str(self.aggregate_cache_size),
+            "SNAPSHOT_INTERVAL": str(self.snapshot_interval),
+            "GROUP_COMMIT_MS": str(self.group_commit_ms),
+            "GROUP_COMMIT_EVENTS": str(self.group_commit_events),
             "DEEPCOPY_FROM_AGGREGATE_CACHE": "n",
             # Stored state as plain JSON, mapped without the library's per-event overheads.
             "TRANSCODER_TOPIC": "ledger.infrastructure.transcoder:JSONStateTranscoder",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -21,11 +22,12 @@ from ledger.application.judging import (
     record_late,
     to_publish,
 )
+from ledger.application.loading import WindowLoader
 from ledger.application.results import AdmissionResult
 from ledger.application.unit_of_work import StaleWindow, WindowUnitOfWork, replay
 from ledger.domain import Window
 from ledger.domain.late import LateArrivals, late_arrivals_uuid
-from ledger.errors import ChainBroken
+from ledger.errors import ChainBroken, LedgerError
 from ledger.jcs import CanonicalizationError
 from ledger.ports import (
     Chunk,
@@ -53,6 +55,29 @@ def chunk_bounds(n: int) -> list[tuple[int, int]]:
     return bounds
 
 
+class GroupFailure(Exception):
+    """Requests of a group refused while it was being written (by their position in the
+    group); nothing of the group was recorded: the rest re-runs without them."""
+
+    def __init__(self, refusals: dict[int, BaseException]) -> None:
+        super().__init__(f"{len(refusals)} requests of the group were refused")
+        self.refusals = refusals
+
+
+@dataclass
+class _Plan:
+    """One window's part of a group: what its chunks are made from."""
+
+    window: Window
+    since: int
+    admissions: Sequence[Admission]
+    known: dict[str, Known]
+    outcomes: dict[str, PublishOutcome]
+    forms: Forms
+    positions: list[int]
+    results: list[AdmissionResult] = field(default_factory=list)
+
+
 class Admitting:
     def __init__(
         self,
@@ -63,8 +88,10 @@ class Admitting:
         index: IdentityIndex,
         publisher: Publisher,
         save: Callable[..., Any],
+        loader: WindowLoader,
     ) -> None:
-        """`save`: the Application's, for what is recorded outside a window's own stream."""
+        """`save`: the Application's, for what is recorded outside a window's own stream;
+        `loader`: whose `due` says when a window's snapshot goes with its events."""
         self.uow = uow
         self.repository = repository
         self.mapper = mapper
@@ -72,6 +99,7 @@ class Admitting:
         self.index = index
         self.publisher = publisher
         self.save = save
+        self.loader = loader
 
     def window_and_index(
         self, window_id: str, identities: Iterable[str], meanwhile: Callable[[], None]
@@ -93,6 +121,55 @@ class Admitting:
         return cached, known
 
     def admit_once(self, window_id: str, admissions: Sequence[Admission]) -> list[AdmissionResult]:
+        (outcome,) = self.admit_group([(window_id, admissions)])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def admit_group(
+        self, requests: Sequence[tuple[str, Sequence[Admission]]]
+    ) -> list[list[AdmissionResult] | BaseException]:
+        """Judge every request in order and record them all in one transaction; each
+        request's results, or the refusal of that request alone (nothing of it recorded).
+
+        The requests of one window are judged as one batch in arrival order: exactly what
+        a serial run of them gives. Raises what fails the whole group (a version conflict,
+        StaleWindow, storage) and GroupFailure for requests refused while being written."""
+        outcomes: list[list[AdmissionResult] | BaseException | None] = [None] * len(requests)
+        by_window: dict[str, list[int]] = {}
+        for position, (window_id, _) in enumerate(requests):
+            by_window.setdefault(window_id, []).append(position)
+        plans: list[_Plan] = []
+        for window_id, positions in by_window.items():
+            combined = [a for p in positions for a in requests[p][1]]
+            try:
+                plan = self._plan(window_id, combined, positions)
+            except LedgerError as refusal:
+                if isinstance(refusal, ChainBroken):
+                    # A cached window's catch-up may have applied part of what it read.
+                    self.uow.evict(window_id)
+                for p in positions:
+                    outcomes[p] = refusal
+                continue
+            if isinstance(plan, _Plan):
+                plans.append(plan)
+            else:  # a closed window: each request answered (or refused) on its own
+                for p in positions:
+                    outcomes[p] = self._after_close_or_refusal(window_id, requests[p][1])
+        if plans:
+            self.recorder.insert_event_stream(self._group_chunks(plans))
+            for plan in plans:
+                self._put_in_cache(plan.window)
+                answers = iter(plan.results)
+                for p in plan.positions:
+                    outcomes[p] = [next(answers) for _ in requests[p][1]]
+        return [o if o is not None else [] for o in outcomes]
+
+    def _plan(
+        self, window_id: str, admissions: Sequence[Admission], positions: list[int]
+    ) -> _Plan | None:
+        """Load the window and its identities' states and publish what needs the bus (before
+        any transaction: the table lock never waits on the bus). None for a closed window."""
         forms: Forms = {}
 
         def make_forms() -> None:
@@ -107,20 +184,55 @@ class Admitting:
             window_id, (a.identity for a in admissions), make_forms
         )
         if window is not None and window.is_closed:
-            return self.after_close(window_id, admissions, known)
+            return None
         # The index is read after the window, so it is never older; if it is newer (another
         # process committed in between), judging now would build on a stale window: re-run.
         pending = window.pending if window is not None else {}
         if any(k.state is IdentityState.UNKNOWN and i not in pending for i, k in known.items()):
             raise StaleWindow(window_id)
-
         outcomes = self._publish(window_id, window, to_publish(admissions, known))
-        # Record: walk the batch in order; a repeat is judged against the earlier item.
-        if window is None:
-            window = Window.open(window_id)
-        results: list[AdmissionResult] = []
-        self.save_stream(window, self._chunks(window, admissions, known, outcomes, forms, results))
-        return results
+        since = window.version if window is not None else 0
+        return _Plan(
+            window if window is not None else Window.open(window_id),
+            since,
+            admissions,
+            known,
+            outcomes,
+            forms,
+            positions,
+        )
+
+    def _after_close_or_refusal(
+        self, window_id: str, admissions: Sequence[Admission]
+    ) -> list[AdmissionResult] | BaseException:
+        known = self.index.lookup_identities(window_id, (a.identity for a in admissions))
+        try:
+            return self.after_close(window_id, admissions, known)
+        except LedgerError as refusal:
+            return refusal
+
+    def _group_chunks(self, plans: list[_Plan]) -> Iterator[Chunk]:
+        """Every plan's chunks, a window after another, made as they are sent; a window whose
+        judging is refused fails its own requests (GroupFailure), not the others'."""
+        for plan in plans:
+            try:
+                yield from self._chunks(
+                    plan.window,
+                    plan.admissions,
+                    plan.known,
+                    plan.outcomes,
+                    plan.forms,
+                    plan.results,
+                    plan.since,
+                )
+            except LedgerError as refusal:
+                raise GroupFailure(dict.fromkeys(plan.positions, refusal)) from refusal
+
+    def _put_in_cache(self, window: Window) -> None:
+        # Whatever the cache's fast-forward setting: the next command on this window (under
+        # its lock) starts from here and reads only the events it lacks.
+        if self.repository.cache is not None:
+            self.repository.cache.put(window.id, window)
 
     def after_close(
         self, window_id: str, admissions: Sequence[Admission], known: dict[str, Known]
@@ -187,8 +299,10 @@ class Admitting:
         outcomes: dict[str, PublishOutcome],
         forms: Forms,
         results: list[AdmissionResult],
+        since: int,
     ) -> Iterator[Chunk]:
-        """The batch's events and index changes, a chunk at a time, made as they are sent."""
+        """The batch's events and index changes, a chunk at a time, made as they are sent;
+        then the window's snapshot, when this batch carried it across the interval."""
         with window.one_moment():
             for start, stop in chunk_bounds(len(admissions)):
                 changes: dict[str, IndexChange] = {}
@@ -211,13 +325,7 @@ class Admitting:
                         )
                     )
                 stored = [self.mapper.to_stored_event(e) for e in window.collect_events()]
-                yield stored, list(changes.values())
-
-    def save_stream(self, window: Window, chunks: Iterator[Chunk]) -> None:
-        """`Application.save` for a command that makes its events in chunks: the recorder may
-        write each chunk while the next is made. The cache bookkeeping is the library's; its
-        `notify` hooks are not called (nothing here subscribes to them: the read side follows
-        the stored log)."""
-        self.recorder.insert_event_stream(chunks)
-        if self.repository.cache is not None and not self.repository.fastforward:
-            self.repository.cache.put(window.id, window)
+                yield Chunk(stored, list(changes.values()))
+        snapshot = self.loader.due(window, since)
+        if snapshot is not None:
+            yield Chunk((), (), snapshot)

@@ -18,14 +18,23 @@ from eventsourcing.persistence import JSONTranscoder
 
 from ledger.admissions import Admission
 from ledger.application.admitting import Admitting
+from ledger.application.group_commit import DEFAULT_MAX_EVENTS, GroupCommitter
 from ledger.application.history import HISTORY_PAGE, HistoryReader
+from ledger.application.loading import DEFAULT_SNAPSHOT_INTERVAL, WindowLoader
 from ledger.application.reconciliation import adopt_from_bus, republish_pending
 from ledger.application.results import AdmissionResult, Verification
 from ledger.application.unit_of_work import WindowUnitOfWork
 from ledger.domain import Window, window_uuid
 from ledger.errors import BusLedgerMismatch
 from ledger.gate import chain_broken, judge
-from ledger.ports import IdentityIndex, IndexChange, InspectableBus, Publisher, StreamingRecorder
+from ledger.ports import (
+    IdentityIndex,
+    IndexChange,
+    InspectableBus,
+    Publisher,
+    SnapshotStore,
+    StreamingRecorder,
+)
 from ledger.receipts import receipt_json
 
 
@@ -42,8 +51,15 @@ class Ledger(Application[UUID]):
             )
         self.publisher = publisher
         self.index = cast(IdentityIndex, self.recorder)
-        self.uow = WindowUnitOfWork(self.repository)
         self.reader = HistoryReader(self.recorder, self.mapper.transcoder)
+        self.loader = WindowLoader(
+            self.recorder,
+            cast(SnapshotStore, self.recorder),
+            self.mapper,
+            self.reader,
+            interval=int(self.env.get("SNAPSHOT_INTERVAL") or DEFAULT_SNAPSHOT_INTERVAL),
+        )
+        self.uow = WindowUnitOfWork(self.repository, self.loader)
         self._admitting = Admitting(
             self.uow,
             self.repository,
@@ -52,6 +68,13 @@ class Ledger(Application[UUID]):
             self.index,
             publisher,
             self.save,
+            self.loader,
+        )
+        self.committer = GroupCommitter(
+            self._admitting,
+            self.uow,
+            max_wait=float(self.env.get("GROUP_COMMIT_MS") or 2.0) / 1000,
+            max_events=int(self.env.get("GROUP_COMMIT_EVENTS") or DEFAULT_MAX_EVENTS),
         )
 
     # --- commands -----------------------------------------------------------------------
@@ -59,6 +82,17 @@ class Ledger(Application[UUID]):
     def admit(self, window_id: str, admissions: Sequence[Admission]) -> list[AdmissionResult]:
         """Judge a whole batch in order and record it in one transaction (contract s.3)."""
         return self.uow.run(window_id, lambda: self._admitting.admit_once(window_id, admissions))
+
+    def admit_with_others(
+        self, window_id: str, admissions: Sequence[Admission]
+    ) -> list[AdmissionResult]:
+        """`admit`, recorded in one transaction with the other requests that arrive meanwhile
+        (group commit, ADR 0019): for a service with many concurrent callers."""
+        return self.committer.admit(window_id, admissions)
+
+    def close(self) -> None:
+        self.committer.close()
+        super().close()
 
     def close_window(self, window_id: str) -> dict[str, Any]:
         """Close the window (refused while anything is UNKNOWN); closing again records nothing."""
@@ -75,8 +109,9 @@ class Ledger(Application[UUID]):
                     raise BusLedgerMismatch(window_id, on_bus, window.admitted)
             check = self.verify(window_id)
             intact = check.ok and check.head == window.chain_head
+            since = window.version
             window.close(chain_verified=intact, first_bad_version=check.first_bad_version)
-            self.save(window)
+            self.save(window, snapshot=self.loader.due(window, since))
             # The chain was just verified: no second pass over the history for the gate.
             problems = [] if intact else [chain_broken(check.first_bad_version)]
             return self._receipt(
@@ -93,12 +128,13 @@ class Ledger(Application[UUID]):
             if window.is_closed:
                 return {"reconciled": [], "still_unknown": [], "adopted": [], "unadoptable": []}
             changes: list[IndexChange] = []
+            since = window.version
             reconciled, still_unknown = republish_pending(
                 window, self.publisher, self.reader, changes
             )
             adopted, unadoptable = adopt_from_bus(window, self.publisher, self.index, changes)
             if changes:
-                self.save(window, index_changes=changes)
+                self.save(window, index_changes=changes, snapshot=self.loader.due(window, since))
             return {
                 "reconciled": reconciled,
                 "still_unknown": still_unknown,

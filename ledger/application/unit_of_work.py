@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from copy import deepcopy
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Repository
@@ -73,9 +73,16 @@ def replay(window_id: str, window: Window | None, events: Iterable[Any]) -> Wind
         version = expected
 
 
+class Loader(Protocol):
+    def load(self, window_id: str) -> Window | None: ...
+
+
 class WindowUnitOfWork:
-    def __init__(self, repository: Repository[UUID]) -> None:
+    def __init__(self, repository: Repository[UUID], loader: Loader) -> None:
         self.repository = repository
+        # A window not in the cache: its snapshot and the events after it (ADR 0017).
+        self.loader = loader
+        self.reruns = 0  # commands re-run after a version conflict (for the benchmarks)
         # One writer per window in this process; other processes are caught by version
         # conflicts. Striped, so memory stays bounded however many windows there are.
         self._locks = [threading.RLock() for _ in range(_LOCK_STRIPES)]
@@ -84,7 +91,17 @@ class WindowUnitOfWork:
         return self._locks[hash(window_id) % _LOCK_STRIPES]
 
     def find(self, window_id: str) -> Window | None:
-        """The window (from the cache, brought up to date, or replayed from storage)."""
+        """The window: from the cache, brought up to date (the events it lacks), or loaded
+        from its snapshot and the events after it, then cached."""
+        if self.repository.cache is not None and self.cached(window_id) is None:
+            try:
+                loaded = self.loader.load(window_id)
+            except ChainBroken:
+                self.evict(window_id)
+                raise
+            if loaded is not None:
+                self.repository.cache.put(loaded.id, loaded)
+            return loaded
         try:
             window: Window = self.repository.get(
                 window_uuid(window_id),
@@ -134,37 +151,51 @@ class WindowUnitOfWork:
     def run(self, window_id: str, command: Callable[[], T]) -> T:
         """Run a command under the window's lock; re-run it whole on a version conflict."""
         with self.lock(window_id):
-            transient = 0
-            for _ in range(MAX_ATTEMPTS):
-                try:
-                    return command()
-                except (IntegrityError, StaleWindow):
-                    self.evict(window_id)
-                except (OperationalError, InterfaceError):
-                    # A dropped connection or a lock timeout: retried as the library retries
-                    # its own inserts (the streamed save is not wrapped by its decorator).
-                    self.evict(window_id)
-                    transient += 1
-                    if transient >= TRANSIENT_ATTEMPTS:
-                        raise
-                    time.sleep(TRANSIENT_WAIT_SECONDS)
-                except ChainBroken:
-                    # Loading the window found its stored history broken: re-running would
-                    # find it again. The cached window may hold part of a catch-up: drop it.
-                    self.evict(window_id)
+            return self.run_group([window_id], command)
+
+    def run_group(self, window_ids: list[str], command: Callable[[], T]) -> T:
+        """Run a command on these windows (the caller holds their locks); re-run it whole on
+        a version conflict, each window then loaded anew from its snapshot and the events
+        after it."""
+
+        def evict_all(only_if_dirty: bool = False) -> None:
+            for window_id in window_ids:
+                self.evict(window_id, only_if_dirty=only_if_dirty)
+
+        transient = 0
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                return command()
+            except (IntegrityError, StaleWindow):
+                # Lost a race: the next attempt loads the snapshot and the events after it.
+                evict_all()
+                self.reruns += 1
+            except (OperationalError, InterfaceError):
+                # A dropped connection or a lock timeout: retried as the library retries
+                # its own inserts (the streamed save is not wrapped by its decorator).
+                evict_all()
+                transient += 1
+                if transient >= TRANSIENT_ATTEMPTS:
                     raise
-                except LedgerError:
-                    # A refusal comes before any save; keep the window unless it was changed.
-                    self.evict(window_id, only_if_dirty=True)
-                    raise
-                except BaseException:
-                    # Anything else may come from inside save, which has already taken the
-                    # pending events: the object can be ahead of storage without showing it.
-                    self.evict(window_id)
-                    raise
-            raise Contention(
-                f"window {window_id!r} kept changing under this command; nothing was recorded"
-            )
+                time.sleep(TRANSIENT_WAIT_SECONDS)
+            except ChainBroken:
+                # Loading the window found its stored history broken: re-running would
+                # find it again. The cached window may hold part of a catch-up: drop it.
+                evict_all()
+                raise
+            except LedgerError:
+                # A refusal comes before any save; keep the window unless it was changed.
+                evict_all(only_if_dirty=True)
+                raise
+            except BaseException:
+                # Anything else may come from inside save, which has already taken the
+                # pending events: the object can be ahead of storage without showing it.
+                evict_all()
+                raise
+        raise Contention(
+            f"windows {', '.join(map(repr, window_ids))} kept changing under this command; "
+            "nothing was recorded"
+        )
 
 
 __all__ = ["StaleWindow", "WindowUnitOfWork", "history_breaks", "replay"]

@@ -16,15 +16,16 @@ from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg import Connection, Cursor
+from psycopg.errors import PipelineAborted
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier, Literal
 
 from ledger.infrastructure import pgarrays
 from ledger.infrastructure.pgarrays import ByteaArray, Int8Array, TextArray
-from ledger.ports import Chunk, IndexChange
+from ledger.ports import Chunk, IndexChange, WindowSnapshot
 from ledger.verdicts import IdentityState, Known
 
 LOOKUP_CHUNK = 500
@@ -139,6 +140,28 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         self._count = SQL(
             "SELECT state, COUNT(*) AS n FROM {table} WHERE window_id = %s GROUP BY state"
         ).format(table=table)
+        # Each window's latest snapshot (ADR 0017): one row a window, never an older one.
+        self.snapshot_table = f"{prefix}_window_snapshots"
+        self.check_identifier_length(self.snapshot_table)
+        snapshots = SQL("{}.{}").format(schema, Identifier(self.snapshot_table))
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {snapshots} (originator_id uuid PRIMARY KEY, "
+                "originator_version bigint NOT NULL, state bytea NOT NULL)"
+            ).format(snapshots=snapshots)
+        )
+        self._put_snapshot = SQL(
+            "INSERT INTO {snapshots} (originator_id, originator_version, state) "
+            "VALUES (%b, %b, %b) ON CONFLICT (originator_id) DO UPDATE SET "
+            "originator_version = EXCLUDED.originator_version, state = EXCLUDED.state "
+            "WHERE {snapshots}.originator_version < EXCLUDED.originator_version"
+        ).format(snapshots=snapshots)
+        self._get_snapshot = SQL(
+            "SELECT originator_version, state FROM {snapshots} WHERE originator_id = %s"
+        ).format(snapshots=snapshots)
+        self._drop_snapshot = SQL(
+            "DELETE FROM {snapshots} WHERE originator_id = %s AND originator_version = %s"
+        ).format(snapshots=snapshots)
 
     def _insert_stored_events(
         self,
@@ -146,6 +169,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         stored_events: Sequence[StoredEvent],
         *,
         index_changes: Sequence[IndexChange] = (),
+        snapshot: WindowSnapshot | None = None,
         **kwargs: Any,
     ) -> None:
         # The library made this cursor (and copied its adapters) before we could teach its
@@ -158,6 +182,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         self._notify_channel(curs)
         with curs.connection.cursor() as index_curs:
             self._write_index(index_curs, index_changes)
+            self._write_snapshot(index_curs, snapshot)
         # The events insert goes last on `curs`: the caller reads its RETURNING rows.
         self._send_events(curs, stored_events)
 
@@ -192,6 +217,26 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         deletes = [bytes.fromhex(ch.identity) for ch in index_changes if ch.state is None]
         if deletes:
             curs.execute(self._delete, (ByteaArray(deletes),))
+
+    def _write_snapshot(self, curs: Cursor[DictRow], snapshot: WindowSnapshot | None) -> None:
+        if snapshot is not None:
+            curs.execute(
+                self._put_snapshot,
+                (snapshot.originator_id, snapshot.version, snapshot.state),
+                prepare=True,
+            )
+
+    def latest_snapshot(self, originator_id: UUID) -> WindowSnapshot | None:
+        with self._connection() as conn, conn.cursor() as curs:
+            curs.execute(self._get_snapshot, (originator_id,))
+            row = curs.fetchone()
+        if row is None:
+            return None
+        return WindowSnapshot(originator_id, row["originator_version"], bytes(row["state"]))
+
+    def discard_snapshot(self, originator_id: UUID, version: int) -> None:
+        with self._connection() as conn, conn.transaction(), conn.cursor() as curs:
+            curs.execute(self._drop_snapshot, (originator_id, version))
 
     def _send_events(
         self,
@@ -262,24 +307,35 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             # BEGIN and COMMIT are sent as statements of the pipeline (not psycopg's transaction
             # block, whose exit waits for a round trip of its own): the whole batch, commit
             # included, costs one sync.
-            with conn.pipeline() as pipeline:
-                try:
-                    with conn.cursor() as curs:
-                        curs.execute(_BEGIN)
-                        locked = False
-                        for events, changes in chunks:
-                            if not locked and (events or changes):
-                                # Before the first insert and before the index (the order every
-                                # writer takes), as the library does.
-                                self._lock_table(curs)
-                                self._notify_channel(curs)
-                                locked = True
-                            self._send_chunk(curs, events, changes)
-                        curs.execute(_COMMIT)
-                        pipeline.sync()
-                except Exception as exc:
-                    # Re-raised once the pipeline is closed (psycopg warns otherwise).
+            try:
+                with conn.pipeline() as pipeline:
+                    try:
+                        with conn.cursor() as curs:
+                            curs.execute(_BEGIN)
+                            locked = False
+                            for events, changes, snapshot in chunks:
+                                if not locked and (events or changes):
+                                    # Before the first insert and before the index (the order
+                                    # every writer takes), as the library does.
+                                    self._lock_table(curs)
+                                    self._notify_channel(curs)
+                                    locked = True
+                                self._send_chunk(curs, events, changes)
+                                self._write_snapshot(curs, snapshot)
+                            curs.execute(_COMMIT)
+                            pipeline.sync()
+                    except Exception as exc:
+                        # Re-raised once the pipeline is closed (psycopg warns otherwise).
+                        failure = exc
+            except Exception as exc:
+                # The pipeline's exit reports the error of the statement that failed first
+                # (another writer took a version: a unique violation), where a later statement
+                # only met the aborted pipeline: that first error says what happened.
+                if failure is None or isinstance(failure, PipelineAborted):
                     failure = exc
+            if isinstance(failure, PipelineAborted):
+                # Nothing said why: a re-run of the command (nothing was recorded) finds out.
+                failure = IntegrityError(f"the streamed write was aborted: {failure}")
             if failure is not None:
                 # The generator failed, or the server did (then it skipped the rest, COMMIT
                 # included, up to the sync): either way the transaction is still open.

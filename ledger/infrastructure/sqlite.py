@@ -24,7 +24,7 @@ from uuid import UUID
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 
-from ledger.ports import Chunk, IndexChange
+from ledger.ports import Chunk, IndexChange, WindowSnapshot
 from ledger.verdicts import IdentityState, Known
 
 LOOKUP_CHUNK = 500
@@ -32,6 +32,7 @@ LOOKUP_CHUNK = 500
 
 class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
     index_table = "identity_index"
+    snapshot_table = "window_snapshots"  # each window's latest snapshot (ADR 0017)
 
     def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name)
@@ -57,6 +58,11 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
             "window_id TEXT NOT NULL, identity TEXT NOT NULL, payload_hash TEXT NOT NULL, "
             "state TEXT NOT NULL, bus_offset INTEGER, "
             "PRIMARY KEY (window_id, identity)) WITHOUT ROWID"
+        )
+        statements.append(
+            f"CREATE TABLE IF NOT EXISTS {self.snapshot_table} ("
+            "originator_id TEXT PRIMARY KEY, originator_version INTEGER NOT NULL, "
+            "state BLOB NOT NULL)"
         )
         return statements
 
@@ -121,9 +127,18 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         stored_events: Sequence[StoredEvent],
         *,
         index_changes: Sequence[IndexChange] = (),
+        snapshot: WindowSnapshot | None = None,
         **kwargs: Any,
     ) -> Sequence[int] | None:
         ids = super()._insert_events(c, stored_events, **kwargs)
+        if snapshot is not None:
+            c.execute(
+                f"INSERT INTO {self.snapshot_table} VALUES (?,?,?) "
+                "ON CONFLICT (originator_id) DO UPDATE SET "
+                "originator_version=excluded.originator_version, state=excluded.state "
+                f"WHERE {self.snapshot_table}.originator_version < excluded.originator_version",
+                (snapshot.originator_id.hex, snapshot.version, snapshot.state),
+            )
         upserts = [
             (ch.window_id, ch.identity, ch.payload_hash, ch.state.value, ch.offset)
             for ch in index_changes
@@ -148,10 +163,29 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         # SQLite is in-process: nothing to overlap with, so it is one ordinary insert.
         stored_events: list[StoredEvent] = []
         changes: dict[str, IndexChange] = {}
-        for events, chunk_changes in chunks:
+        snapshot: WindowSnapshot | None = None
+        for events, chunk_changes, chunk_snapshot in chunks:
             stored_events.extend(events)
             changes.update((ch.identity, ch) for ch in chunk_changes)
-        self.insert_events(stored_events, index_changes=list(changes.values()))
+            snapshot = chunk_snapshot or snapshot
+        self.insert_events(stored_events, index_changes=list(changes.values()), snapshot=snapshot)
+
+    def latest_snapshot(self, originator_id: UUID) -> WindowSnapshot | None:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT originator_version, state FROM {self.snapshot_table} "
+                "WHERE originator_id=?",
+                (originator_id.hex,),
+            )
+            row = c.fetchone()
+        return None if row is None else WindowSnapshot(originator_id, row[0], bytes(row[1]))
+
+    def discard_snapshot(self, originator_id: UUID, version: int) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            c.execute(
+                f"DELETE FROM {self.snapshot_table} WHERE originator_id=? AND originator_version=?",
+                (originator_id.hex, version),
+            )
 
     def catch_up_and_look_up(
         self,

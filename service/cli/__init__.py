@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP service")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--workers", type=int, default=1, help="processes serving one database (default 1)"
+    )
     serve.set_defaults(func=cmd_serve)
 
     db = sub.add_parser("db", help="database schema")

@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ledger.infrastructure.embedded import EmbeddedPublisher
 from service.cli.common import EXIT_BAD_INPUT
-from service.composition import build_signer, prepare_schema
+from service.composition import build_ledger, build_signer, prepare_schema
 from service.settings import Settings
 from service.tokens import parse_tokens
 
@@ -17,6 +18,9 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    if args.workers < 1:
+        print("error: --workers must be 1 or more", file=sys.stderr)
+        return EXIT_BAD_INPUT
     settings = Settings.from_env()
     tokens = parse_tokens(settings.api_tokens)
     if not tokens and args.host not in LOOPBACK:
@@ -44,15 +48,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"ledger: auth on ({len(tokens)} tokens)", file=sys.stderr)
     else:
         print("ledger: auth OFF (LEDGER_API_TOKENS unset): serving loopback only", file=sys.stderr)
+    if args.workers > 1:
+        # The workers start at once: the event tables are made here first, so that no two of
+        # them race to create the same table.
+        build_ledger(settings, EmbeddedPublisher()).close()
+    print(
+        f"ledger: {args.workers} worker process{'es' if args.workers > 1 else ''}; one process "
+        "per database leads the projection follower and the scrub (each says below whether it "
+        "leads)",
+        file=sys.stderr,
+    )
     print(
         f"ledger: listening on http://{args.host}:{args.port} (API docs at /schema/swagger)",
         file=sys.stderr,
     )
+    # Each worker builds its own services from the app factory; with several, uvicorn's
+    # supervisor forwards SIGTERM/SIGINT to them and exits once they have stopped.
     uvicorn.run(
         "api.app:create_app",
         factory=True,
         host=args.host,
         port=args.port,
+        workers=args.workers,
         log_level="warning",
         access_log=False,
     )

@@ -65,6 +65,43 @@ def test_a_malformed_line_is_reported_by_number_and_its_batch_is_not_recorded(le
     assert receipt["counts"]["admitted"] == 500
 
 
+def test_the_first_bad_line_in_file_order_is_reported_whether_it_fails_decoding_or_hashing(
+    ledger_cmd,
+):
+    # A batch is validated and hashed in one call: the line reported must still be the first
+    # bad one, with the message it gets alone. Line 530's payload decodes but cannot be
+    # canonicalized (an integer beyond 2^53 - 1); line 560 is not JSON at all.
+    lines = [_line(str(i)) for i in range(600)]
+    lines[529] = _line("529", {"n": 2**53})
+    lines[559] = "{not json\n"
+    result = ledger_cmd("admit", "w", "-", stdin="".join(lines))
+    assert result.returncode == 2
+    assert "error: line 530: payload: integer 9007199254740992 is outside" in result.stderr
+    assert "line 560" not in result.stderr
+    assert _counts(result.stdout)["ADMITTED"] == 500
+    lines[529] = _line("529")
+    result = ledger_cmd("admit", "w", "-", stdin="".join(lines))
+    assert result.returncode == 2
+    assert "error: line 560: " in result.stderr
+    assert _counts(result.stdout) == {
+        "ADMITTED": 0,
+        "DUPLICATE": 500,
+        "QUARANTINED": 0,
+        "PUBLISH_UNKNOWN": 0,
+    }
+
+
+def test_blank_lines_are_skipped_but_counted_in_line_numbers(ledger_cmd):
+    stdin = "\n" + _line("a") + "  \r\n\n" + _line("b") + "\t\n" + '{"event_id": "c"}\n'
+    result = ledger_cmd("admit", "w", "-", stdin=stdin)
+    assert result.returncode == 2
+    assert "error: line 7: " in result.stderr
+    assert _counts(result.stdout)["ADMITTED"] == 0  # lines 1-7 are one batch
+    result = ledger_cmd("admit", "w", "-", stdin=stdin.rsplit('{"event_id"', 1)[0] + "\n\n")
+    assert result.returncode == 0, result.stderr
+    assert _counts(result.stdout)["ADMITTED"] == 2
+
+
 def test_close_then_receipt_in_markdown_and_verify_tell_the_same_story(ledger_cmd):
     stdin = _line("a") + _line("b") + _line("a") + _line("b", {"changed": True})
     assert ledger_cmd("admit", "w", "-", stdin=stdin).returncode == 0

@@ -270,7 +270,14 @@ class TestLedgerPostgresRecorderWithSchema(TestLedgerPostgresRecorder):
                     (self.schema,),
                 )
             }
-        self.assertEqual(tables, {EVENTS_TABLE, f"{APPLICATION_NAME}_identities"})
+        self.assertEqual(
+            tables,
+            {
+                EVENTS_TABLE,
+                f"{APPLICATION_NAME}_identities",
+                f"{APPLICATION_NAME}_window_snapshots",
+            },
+        )
 
 
 class TestLedgerPostgresRecorderRefusals(PostgresStorage):

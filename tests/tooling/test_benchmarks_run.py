@@ -1,4 +1,4 @@
-"""The benchmarks (admission, http, pages, projections, scrub) run end to end at a tiny size,
+"""The benchmarks (admission, cold, http, pages, projections, scrub) run end to end at a tiny size,
 as `python -m benchmarks.NAME`. No timing is asserted: only that each finishes, checks its own
 results (it exits non-zero if they are wrong: stored identities, the rebuilt read models, a
 ledger request not answered ADMITTED, a scrub that never ran, a page that does not answer what
@@ -20,6 +20,15 @@ from tests.support.services import ADMIN_URL, missing_service, postgres_availabl
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def require_backend(backend: str) -> None:
+    """PostgreSQL must be there for a postgres run: fails under CI=true, skips loudly
+    elsewhere."""
+    if backend == "postgres":
+        reason = postgres_available()
+        if reason:
+            missing_service(reason)
+
+
 def run_benchmark(name: str, *args: str, timeout: float = 300) -> str:
     """`python -m benchmarks.NAME ARGS...` from the project root; its stdout once it exited 0."""
     completed = subprocess.run(
@@ -39,10 +48,7 @@ def run_benchmark(name: str, *args: str, timeout: float = 300) -> str:
 def test_the_admission_benchmark_runs_at_a_tiny_size_and_prints_its_ratio_lines(
     backend: str,
 ) -> None:
-    if backend == "postgres":
-        reason = postgres_available()
-        if reason:
-            missing_service(reason)  # fails under CI=true, skips loudly elsewhere
+    require_backend(backend)
     output = run_benchmark(
         "admission", "--events", "2000", "--backend", backend, "--postgres-url", ADMIN_URL
     )
@@ -50,6 +56,30 @@ def test_the_admission_benchmark_runs_at_a_tiny_size_and_prints_its_ratio_lines(
     assert f"RATIO {backend} ledger/baseline(b) raw insert" in output
     assert f"FLATNESS {backend} ledger:" in output
     assert f"MEMORY {backend} ledger:" in output
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_the_admission_benchmark_with_cli_runs_ledger_admit_and_prints_its_ratio_line(
+    backend: str,
+) -> None:
+    require_backend(backend)
+    output = run_benchmark(
+        "admission",
+        *("--cli", "--events", "1200", "--backend", backend, "--postgres-url", ADMIN_URL),
+    )
+    # Two runs of the real command, each of which printed the workload's counts (else exit 3).
+    runs = re.findall(
+        r"^  run: ledger admit +[\d,]+ events/s  \(1,200 lines in ", output, re.MULTILINE
+    )
+    assert len(runs) == 2, output
+    assert re.search(
+        rf"^RATIO {backend} ledger-admit/library = \d+\.\d\d  \(target >= 0\.8: (PASS|MISS)\)$",
+        output,
+        re.MULTILINE,
+    ), output
+    assert re.search(rf"^MEMORY {backend} ledger admit: peak RSS ", output, re.MULTILINE), output
 
 
 def test_the_admission_benchmark_runs_with_the_nats_publisher_and_prints_its_ratio_line() -> None:
@@ -94,6 +124,39 @@ def test_the_http_benchmark_runs_for_two_seconds_a_phase_on_sqlite_and_prints_it
     assert "no targets are set yet" in output
 
 
+@pytest.mark.postgres
+def test_the_http_benchmark_on_postgresql_prints_its_hand_written_scale_out_and_rows_lines() -> (
+    None
+):
+    reason = postgres_available()
+    if reason:
+        missing_service(reason)  # fails under CI=true, skips loudly elsewhere
+    output = run_benchmark(
+        "http",
+        *("--duration", "1", "--warmup", "0.5", "--backend", "postgres"),
+        *("--servers", "2", "--workers", "2", "--postgres-url", ADMIN_URL),
+        timeout=900,
+    )
+    number = r"\d+\.\d+"
+    for line in (
+        rf"^RATIO postgres single-event ledger/trivial req/s = {number} ",
+        rf"^RATIO postgres single-event ledger/hand-written req/s = {number} \([\d,]+ vs [\d,]+ ",
+        rf"^LATENCY postgres single-event ledger: p50 {number} ms, p99 {number} ms",
+        rf"^RATIO postgres single-event 2 servers/1 server req/s = {number} .*"
+        r"\(target >= 1\.0: (PASS|MISS)\)$",
+        rf"^RATIO postgres single-event 2 servers routed by window/1 server req/s = {number} ",
+        rf"^RATIO postgres single-event 2 workers/1 worker req/s = {number} ",
+        rf"^COMMITS postgres single-event ledger: {number} events per write transaction, "
+        r"[\d,]+ commits/s",
+        rf"^ROWS postgres single-event ledger: {number} rows read from ledger_events per request",
+        rf"^ROWS postgres single-event ledger 2 servers: {number} rows read ",
+        rf"^ROWS postgres single-event ledger 2 workers: {number} rows read ",
+        rf"^RATIO postgres batch-500 HTTP/library events/s = {number} \(HTTP [\d,]+ events/s",
+    ):
+        assert re.search(line, output, re.MULTILINE), (line, output)
+    assert re.search(r"^CHECK single: .*single ledger 2 servers: .*: ok", output, re.MULTILINE)
+
+
 def test_the_projections_benchmark_runs_at_a_tiny_size_and_prints_its_ratio_line() -> None:
     output = run_benchmark("projections", "--events", "2000", "--backend", "sqlite")
     assert "RATIO sqlite rebuild/raw read = " in output
@@ -106,10 +169,7 @@ def test_the_projections_benchmark_runs_at_a_tiny_size_and_prints_its_ratio_line
 def test_the_scrub_benchmark_runs_at_a_small_size_and_prints_its_verify_and_ratio_lines(
     backend: str,
 ) -> None:
-    if backend == "postgres":
-        reason = postgres_available()
-        if reason:
-            missing_service(reason)  # fails under CI=true, skips loudly elsewhere
+    require_backend(backend)
     output = run_benchmark(
         "scrub",
         *("--events", "3000", "--admissions", "2000", "--backend", backend),
@@ -151,10 +211,7 @@ PAGES = (
 def test_the_pages_benchmark_runs_at_a_tiny_size_and_prints_its_ratio_and_target_lines(
     backend: str,
 ) -> None:
-    if backend == "postgres":
-        reason = postgres_available()
-        if reason:
-            missing_service(reason)  # fails under CI=true, skips loudly elsewhere
+    require_backend(backend)
     output = run_benchmark(
         "pages",
         *("--events", "2000", "--repeats", "3", "--backend", backend),
@@ -173,3 +230,28 @@ def test_the_pages_benchmark_runs_at_a_tiny_size_and_prints_its_ratio_and_target
             re.MULTILINE,
         ), (page, output)
     assert len(re.findall(rf"^TARGET {backend} ", output, re.MULTILINE)) == len(PAGES), output
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_the_cold_start_benchmark_runs_at_a_tiny_size_and_prints_its_target_lines(
+    backend: str,
+) -> None:
+    require_backend(backend)
+    output = run_benchmark(
+        "cold",
+        *("--events", "1200", "--race-admissions", "20", "--snapshot-interval", "100"),
+        *("--backend", backend, "--postgres-url", ADMIN_URL),
+    )
+    for target in (
+        "fresh process big - new",
+        "fresh process peak RSS",
+        "restarted server first admission into the big window",
+        "slowest admission in the race",
+    ):
+        assert re.search(rf"^TARGET {backend} {target} .*: (PASS|MISS)$", output, re.M), (
+            target,
+            output,
+        )
+    assert re.search(rf"^RACE {backend} 40 admissions by two ledgers: \d+ re-runs", output, re.M)

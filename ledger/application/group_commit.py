@@ -1,0 +1,163 @@
+"""Group commit (ADR 0019): admission requests that arrive together, for the same window or
+for different ones, are written in one transaction.
+
+Every write transaction takes the event store's table lock (one commit at a time, one fsync
+each), so one request a transaction caps a service at its commits per second. Here a writer
+thread gathers requests for up to `max_wait` seconds or `max_events` events, judges them in
+arrival order (the requests of one window as one batch in that order: exactly the verdicts a
+serial run gives), and records them all in one streamed transaction. Each request learns its
+own results only after that transaction has committed.
+
+A refusal of one request (a closed window, a broken history) fails that request only; a
+version conflict (another process wrote one of the windows) re-runs the whole group from what
+the cache and the snapshots hold; a storage failure fails every request of the group, none of
+which was recorded (a retry is safe).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from ledger.admissions import Admission
+from ledger.application.admitting import Admitting, GroupFailure
+from ledger.application.results import AdmissionResult
+from ledger.application.unit_of_work import WindowUnitOfWork
+
+DEFAULT_MAX_WAIT_SECONDS = 0.002
+DEFAULT_MAX_EVENTS = 1000
+
+
+@dataclass
+class Request:
+    window_id: str
+    admissions: Sequence[Admission]
+    future: Future[list[AdmissionResult]] = field(default_factory=Future)
+
+
+class GroupCommitter:
+    def __init__(
+        self,
+        admitting: Admitting,
+        uow: WindowUnitOfWork,
+        max_wait: float = DEFAULT_MAX_WAIT_SECONDS,
+        max_events: int = DEFAULT_MAX_EVENTS,
+    ) -> None:
+        self.admitting = admitting
+        self.uow = uow
+        self.max_wait = max_wait
+        self.max_events = max_events
+        self._queue: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self.groups = 0  # transactions written (for the benchmarks)
+        self.requests = 0
+
+    def admit(self, window_id: str, admissions: Sequence[Admission]) -> list[AdmissionResult]:
+        """Judge and record one request with whatever else arrives meanwhile; its results
+        once the transaction holding it has committed."""
+        request = Request(window_id, admissions)
+        self._ensure_started()
+        self._queue.put(request)
+        return request.future.result()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def _ensure_started(self) -> None:
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="ledger-group-commit", daemon=True
+                    )
+                    self._thread.start()
+
+    # --- the writer thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            group, stopping = self._gather(first)
+            self._write(group)
+            if stopping:
+                return
+
+    def _gather(self, first: Request) -> tuple[list[Request], bool]:
+        group = [first]
+        events = len(first.admissions)
+        deadline = time.monotonic() + self.max_wait
+        while events < self.max_events:
+            remaining = deadline - time.monotonic()
+            try:
+                # What is already queued joins without waiting; then up to the deadline.
+                nxt = (
+                    self._queue.get(timeout=remaining)
+                    if remaining > 0
+                    else self._queue.get_nowait()
+                )
+            except queue.Empty:
+                break
+            if nxt is None:
+                return group, True
+            group.append(nxt)
+            events += len(nxt.admissions)
+        return group, False
+
+    def _write(self, group: list[Request]) -> None:
+        try:
+            outcomes = self._locked(group)
+        except BaseException as exc:  # storage failure, contention: nothing was recorded
+            for request in group:
+                request.future.set_exception(exc)
+            return
+        self.groups += 1
+        self.requests += len(group)
+        for request, outcome in zip(group, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                request.future.set_exception(outcome)
+            else:
+                request.future.set_result(outcome)
+
+    def _locked(self, group: list[Request]) -> list[list[AdmissionResult] | BaseException]:
+        """Run the group under its windows' locks (taken in one order: no deadlock with the
+        other commands), re-running it whole after a lost race; a request refused on its own
+        is taken out and the rest re-run."""
+        window_ids = list(dict.fromkeys(r.window_id for r in group))
+        locks = sorted({id(lock): lock for lock in map(self.uow.lock, window_ids)}.items())
+        for _, lock in locks:
+            lock.acquire()
+        try:
+            refused: dict[int, BaseException] = {}
+            while True:
+                live = [i for i in range(len(group)) if i not in refused]
+                requests = [(group[i].window_id, group[i].admissions) for i in live]
+
+                def command(
+                    requests: list[tuple[str, Sequence[Admission]]] = requests,
+                ) -> list[list[AdmissionResult] | BaseException]:
+                    return self.admitting.admit_group(requests)
+
+                try:
+                    results = self.uow.run_group([w for w, _ in requests], command)
+                except GroupFailure as failure:
+                    for position, exc in failure.refusals.items():
+                        refused[live[position]] = exc
+                    continue
+                merged: list[list[AdmissionResult] | BaseException] = []
+                answers = iter(results)
+                for i in range(len(group)):
+                    merged.append(refused[i] if i in refused else next(answers))
+                return merged
+        finally:
+            for _, lock in reversed(locks):
+                lock.release()

@@ -1,0 +1,205 @@
+"""Group commit (ADR 0019), on each backend: concurrent admission requests, to one window and
+to several, are written together and still get exactly what a serial run gives; a refusal
+fails only its own request; a storage failure fails the whole group and records nothing."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
+from typing import Any
+
+import pytest
+
+from ledger.admissions import Admission
+from ledger.application import STREAM_CHUNK, AdmissionResult
+from ledger.errors import WindowClosed
+from ledger.ports import Message, PublishOutcome
+from service.composition import Services, build_ledger, build_services
+from service.settings import Settings
+from tests.support.builders import batch, event
+from tests.support.bus import ScriptedBus
+from tests.support.storage import fail_inserts_after, heal_inserts
+
+WINDOWS = ("g-1", "g-2", "g-3")
+
+
+@pytest.fixture
+def grouping(migrated: Settings) -> Iterator[Callable[..., Services]]:
+    """Services whose group commit waits `wait_ms` (long, so concurrent requests surely meet)."""
+    with ExitStack() as made:
+
+        def make(wait_ms: float = 30.0) -> Services:
+            settings = Settings(
+                database_url=migrated.database_url,
+                signing_key=migrated.signing_key,
+                group_commit_ms=wait_ms,
+            )
+            built = build_services(settings)
+            made.callback(built.close)
+            return built
+
+        yield make
+
+
+def concurrently(calls: list[Callable[[], Any]]) -> list[Any]:
+    """Run every call at once (one thread each); what each returned or raised."""
+    outcomes: list[Any] = [None] * len(calls)
+    start = threading.Barrier(len(calls))
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            outcomes[i] = calls[i]()
+        except Exception as exc:
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return outcomes
+
+
+def random_requests(seed: int, n: int) -> list[tuple[str, list[Admission]]]:
+    """Requests of 1-3 events over a few identities per window, payloads A or B: repeats,
+    changed payloads and new identities, overlapping across requests."""
+    rng = random.Random(seed)
+    requests = []
+    for _ in range(n):
+        window_id = rng.choice(WINDOWS)
+        items = [
+            event(f"e{rng.randrange(12)}", {"v": rng.choice("AB")})
+            for _ in range(rng.randint(1, 3))
+        ]
+        requests.append((window_id, batch(window_id, *items)))
+    return requests
+
+
+def test_concurrent_requests_get_exactly_the_verdicts_a_serial_run_in_commit_order_gives(
+    grouping: Callable[..., Services],
+) -> None:
+    services = grouping()
+    requests = random_requests(seed=7, n=48)
+    answers = concurrently([lambda r=r: services.admit(*r) for r in requests])
+    assert not [a for a in answers if isinstance(a, Exception)], answers
+    assert services.ledger.committer.groups < len(requests)  # they were written together
+
+    # Each request answered for its own events, in its own order.
+    for (_, admissions), results in zip(requests, answers, strict=True):
+        assert [r.event_id for r in results] == [a.event_id for a in admissions]
+        assert [r.payload_hash for r in results] == [a.payload_hash for a in admissions]
+
+    # Replay the history: it fixes the serial order the ledger chose; each identity's first
+    # arrival there is its admission, every later one a duplicate (same hash) or quarantined.
+    by_identity: dict[str, list[AdmissionResult]] = defaultdict(list)
+    for results in answers:
+        for r in results:
+            by_identity[r.identity].append(r)
+    for window_id in WINDOWS:
+        history = services.ledger.history(window_id)
+        first: dict[str, tuple[int, str, int]] = {}  # identity -> version, hash, offset
+        for item in history:
+            f = item["fields"]
+            if item["type"] == "EventAdmitted":
+                assert f["identity"] not in first, "admitted twice"
+                first[f["identity"]] = (item["version"], f["payload_hash"], f["offset"])
+            elif item["type"] in ("DuplicateAbsorbed", "MismatchQuarantined"):
+                assert first[f["identity"]][0] < item["version"], "a repeat before its original"
+        for identity, (_, truth, offset) in first.items():
+            verdicts = [r.verdict.value for r in by_identity[identity]]
+            assert verdicts.count("ADMITTED") == 1
+            for r in by_identity[identity]:
+                if r.verdict.value == "ADMITTED":
+                    assert (r.payload_hash, r.offset) == (truth, offset)
+                elif r.payload_hash == truth:
+                    assert (r.verdict.value, r.offset) == ("DUPLICATE", offset)
+                else:
+                    assert r.verdict.value == "QUARANTINED"
+        assert services.ledger.verify(window_id).ok
+    assert sum(len(v) for v in by_identity.values()) == sum(len(a) for _, a in requests)
+
+
+def test_a_refused_request_fails_alone_and_the_rest_of_its_group_is_recorded(
+    grouping: Callable[..., Services],
+) -> None:
+    services = grouping(wait_ms=200.0)
+    services.ledger.admit("closed", batch("closed", event("x")))
+    services.ledger.close_window("closed")
+    calls = [
+        lambda: services.admit("closed", batch("closed", event("new"))),  # refused: closed
+        lambda: services.admit("open-1", batch("open-1", event("a"), event("b"))),
+        lambda: services.admit("open-2", batch("open-2", event("a"))),
+        lambda: services.admit("closed", batch("closed", event("x"))),  # a duplicate: answered
+    ]
+    refused, first, second, duplicate = concurrently(calls)
+    assert isinstance(refused, WindowClosed)
+    assert [r.verdict.value for r in first] == ["ADMITTED", "ADMITTED"]
+    assert [r.verdict.value for r in second] == ["ADMITTED"]
+    assert [r.verdict.value for r in duplicate] == ["DUPLICATE"]
+    assert services.ledger.committer.groups == 1
+    assert [h["type"] for h in services.ledger.history("open-1")][1:] == ["EventAdmitted"] * 2
+
+
+def test_a_storage_failure_fails_every_request_of_the_group_and_records_nothing(
+    grouping: Callable[..., Services], database_url: str
+) -> None:
+    services = grouping(wait_ms=200.0)
+    services.ledger.admit("w", batch("w", event("seed")))  # versions 1-2
+    fail_inserts_after(database_url, 2)
+    calls = [
+        lambda i=i, w=w: services.admit(w, batch(w, event(f"e{i}")))
+        for i, w in enumerate(["w", "w", "other", "third"])
+    ]
+    answers = concurrently(calls)
+    assert all(isinstance(a, Exception) for a in answers), answers
+    assert [h["version"] for h in services.ledger.history("w")] == [1, 2]
+    assert not services.ledger.has_window("other") and not services.ledger.has_window("third")
+
+    heal_inserts(database_url)
+    again = concurrently(calls)  # the retry the 5xx invited: recorded once
+    assert [[r.verdict.value for r in a] for a in again] == [["ADMITTED"]] * 4
+    assert len(services.ledger.history("w")) == 4
+    assert services.ledger.verify("w").ok
+
+
+class _RacingBus(ScriptedBus):
+    """While the ledger publishes (after it read the window, before it writes), another
+    process writes into the same window, once: the ledger's streamed write then loses the
+    version race in its first chunk, with more chunks already on their way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rival: Callable[[], Any] | None = None
+
+    def publish(
+        self, window_id: str, messages: Sequence[Message], next_sequence: int
+    ) -> list[PublishOutcome]:
+        rival, self.rival = self.rival, None
+        if rival is not None:
+            rival()
+        return super().publish(window_id, messages, next_sequence)
+
+
+def test_a_race_lost_in_the_middle_of_a_streamed_group_re_runs_it_and_records_each_once(
+    migrated: Settings,
+) -> None:
+    bus = _RacingBus()
+    with ExitStack() as made:
+        ledger = build_ledger(migrated, bus)
+        made.callback(ledger.close)
+        rival = build_ledger(migrated, ScriptedBus())
+        made.callback(rival.close)
+        ledger.admit("w", batch("w", event("seed")))
+        many = [event(f"e{i}") for i in range(3 * STREAM_CHUNK)]  # several chunks
+        bus.rival = lambda: rival.admit("w", batch("w", event("rival")))
+        results = ledger.admit_with_others("w", batch("w", *many))
+        assert [r.verdict.value for r in results] == ["ADMITTED"] * len(many)
+        assert ledger.uow.reruns == 1
+        history = ledger.history("w")
+        admitted = [h["fields"]["event_id"] for h in history if h["type"] == "EventAdmitted"]
+        assert admitted == ["seed", "rival", *(e["event_id"] for e in many)]
+        assert ledger.verify("w").ok
