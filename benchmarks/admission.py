@@ -987,7 +987,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     size.add_argument(
         "--events",
         type=int,
-        default=None,
+        default=argparse.SUPPRESS,  # its default depends on --cli
         help=f"admissions per contender (default {DEFAULT_EVENTS:,}, CI-friendly; with --cli "
         f"{CLI_EVENTS:,}, the lines of the file)",
     )
@@ -1049,7 +1049,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.long:
         args.events = LONG_EVENTS
-    elif args.events is None:
+    elif "events" not in args:
         args.events = CLI_EVENTS if args.cli else DEFAULT_EVENTS
     if args.events < 1:
         parser.error("--events must be at least 1")
