@@ -13,6 +13,7 @@ from service.settings import Settings
 from service.tokens import parse_tokens
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+WORKER_HEALTHCHECK_SECONDS = 30
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -70,6 +71,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
+        # The supervisor pings each worker every half second and kills one that does not answer
+        # within this many seconds; uvicorn's 5 s killed workers still starting on a loaded
+        # 2-core machine (their replacements then started as slowly).
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
         log_level="warning",
         access_log=False,
     )

@@ -17,6 +17,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -47,16 +48,31 @@ def workers(migrated: Settings) -> Iterator[RunningServer]:
         extra_env={"LEDGER_SIGNING_KEY": migrated.signing_key},
         start_timeout=60.0,
     ) as running:
-        wait_until(lambda: len(worker_pids(running)) == WORKERS, 30, "every worker to start")
+        try:
+            wait_until(lambda: len(worker_pids(running)) == WORKERS, 60, "every worker to start")
+        except AssertionError as gave_up:
+            raise AssertionError(f"{gave_up}; stderr:\n{running.stderr()}") from None
         yield running
 
 
 def worker_pids(server: RunningServer) -> dict[int, str]:
-    """Each worker's pid, with what it said at start: 'leads' or 'serves' (the latest line)."""
+    """Each live worker's pid, with what it said at start: 'leads' or 'serves' (the latest line).
+    A worker that died (killed by a test, or by uvicorn's supervisor when it did not answer its
+    health check in time) and its replacement are told apart by pid."""
     said: dict[int, str] = {}
     for pid, role in re.findall(r"ledger: process (\d+) (leads|serves)", server.stderr()):
         said[int(pid)] = role
-    return said
+    return {pid: role for pid, role in said.items() if is_child_alive(pid, server.process.pid)}
+
+
+def is_child_alive(pid: int, parent: int) -> bool:
+    """`pid` runs (not a zombie) and is a child of `parent` (so not a reused pid)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+    return state != "Z" and int(ppid) == parent
 
 
 def leaders(server: RunningServer) -> list[int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 
 import psycopg
@@ -168,3 +169,35 @@ def test_the_binary_array_wrappers_round_trip_through_postgresql(postgres_url: s
             ),
         ).fetchone()
     assert row == (texts, blobs, ints, [1, 2], [])
+
+
+def test_processes_starting_together_on_a_new_postgres_database_all_make_or_find_its_tables(
+    postgres_url: str,
+) -> None:
+    """`ledger serve --workers N` starts its workers at once: without the schema lock one of
+    them failed with "tuple concurrently updated" (a catalog race) and took the server down."""
+    starters = 6
+    barrier = threading.Barrier(starters)
+    failures: list[BaseException] = []
+    ledgers: list[Ledger] = []
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            ledgers.append(build_ledger(Settings(database_url=postgres_url)))
+        except BaseException as failure:  # reported below, with the others'
+            failures.append(failure)
+
+    threads = [threading.Thread(target=start) for _ in range(starters)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert failures == []
+        assert len(ledgers) == starters
+        ledgers[0].admit("w", batch("w", event("a")))
+        assert ledgers[-1].index.count_identities("w") == {"ADMITTED": 1}
+    finally:
+        for ledger in ledgers:
+            ledger.close()
