@@ -10,7 +10,6 @@ touches the library's internals (`_lock_table`, `_notify_channel`, its connectio
 
 from __future__ import annotations
 
-import contextlib
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -26,14 +25,11 @@ from psycopg.sql import SQL, Identifier, Literal
 
 from ledger.infrastructure import pgarrays
 from ledger.infrastructure.pgarrays import ByteaArray, Int8Array, TextArray
+from ledger.infrastructure.pgschema import SerializedSchema
 from ledger.ports import Chunk, IndexChange, WindowSnapshot
 from ledger.verdicts import IdentityState, Known
 
 LOOKUP_CHUNK = 500
-# Held (transaction-scoped) while the tables are made: processes starting together on one
-# database (`ledger serve --workers N`, several servers) otherwise race on the catalog and one
-# fails with "tuple concurrently updated" or a duplicate type. A fixed 64-bit key.
-SCHEMA_LOCK_KEY = 0x6C65_6467_6572_0001
 _BEGIN = SQL("BEGIN")
 _COMMIT = SQL("COMMIT")
 
@@ -54,7 +50,7 @@ def _known(payload_hash: str, state: str, offset: int | None) -> Known:
     return Known(IdentityState(state), payload_hash, offset)
 
 
-class LedgerPostgresRecorder(PostgresApplicationRecorder):
+class LedgerPostgresRecorder(SerializedSchema, PostgresApplicationRecorder):
     def __init__(self, datastore: Any, *, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
         if self.datastore.enable_db_functions:
@@ -167,27 +163,6 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         self._drop_snapshot = SQL(
             "DELETE FROM {snapshots} WHERE originator_id = %s AND originator_version = %s"
         ).format(snapshots=snapshots)
-
-    def create_table(self) -> None:
-        """The library's `create_table` (composite types each in a transaction of their own,
-        then every table, index and function in one), each transaction serialized against
-        other processes' by an advisory lock."""
-        from psycopg.errors import DuplicateObject, UniqueViolation
-
-        for statement in self.sql_create_statements:
-            if "CREATE TYPE" in statement.as_string():
-                with (
-                    self.datastore.transaction(commit=True) as curs,
-                    contextlib.suppress(DuplicateObject, UniqueViolation),
-                ):
-                    curs.execute(self._schema_lock, prepare=False)
-                    curs.execute(statement, prepare=False)
-        with self.datastore.transaction(commit=True) as curs:
-            curs.execute(self._schema_lock, prepare=False)
-            self._create_table(curs)
-        self.datastore.register_type_adapters()
-
-    _schema_lock = SQL("SELECT pg_advisory_xact_lock({})").format(Literal(SCHEMA_LOCK_KEY))
 
     def _insert_stored_events(
         self,
