@@ -1,9 +1,11 @@
 """One controller per resource. The ledger is sync: read handlers are sync and run in threads;
-the admissions handler is async (it decodes the body strictly itself) and runs the ledger in a
+the admissions handler is async (it decodes the body strictly itself), hands a small request to
+the group-commit thread and awaits its commit on the event loop, and runs a large one in a
 thread."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import Annotated, Any
 
@@ -57,6 +59,8 @@ def _errors(*codes: int) -> dict[int, ResponseSpec]:
 
 
 _strict_admissions = msgspec.json.Decoder(AdmissionRequest).decode
+# Requests of up to this many events are prepared on the event loop (ADR 0019).
+INLINE_PREPARE_EVENTS = 16
 
 
 class AdmissionsController(Controller):
@@ -85,12 +89,24 @@ class AdmissionsController(Controller):
             strict = _strict_admissions(await request.body())
         except msgspec.ValidationError as exc:
             raise InvalidAdmission(str(exc)) from None
-        # Validating and hashing up to 1,000 payloads is CPU work: in the thread, with the
-        # command, not on the event loop.
-        results = await anyio.to_thread.run_sync(
-            lambda: services.admit(window_id, prepare(window_id, strict.events))
-        )
-        services.runner.wake()  # the read side applies it now rather than at the next poll
+        events = strict.events
+        if len(events) <= INLINE_PREPARE_EVENTS:
+            # A few events are validated and hashed here (tens of microseconds each), and the
+            # request waits for its group's commit without holding a thread.
+            pending = services.submit_admission(window_id, prepare(window_id, events))
+            if pending is not None:
+                results = await asyncio.wrap_future(pending)
+            else:
+                results = await anyio.to_thread.run_sync(
+                    lambda: services.admit(window_id, prepare(window_id, events))
+                )
+        else:
+            # Validating and hashing up to 1,000 payloads is CPU work: in a thread, not on the
+            # event loop.
+            results = await anyio.to_thread.run_sync(
+                lambda: services.admit(window_id, prepare(window_id, events))
+            )
+        services.wake_follower()  # the read side applies it now rather than at the next poll
         counts = Counter(r.verdict.value for r in results)
         for verdict, n in counts.items():
             metrics.admissions.labels(verdict).inc(n)

@@ -664,8 +664,9 @@ class Bench:
             "by the servers and the load generator); no targets are set yet for the ledger/"
             "trivial, ledger/hand-written and HTTP/library ratios (issue 10 sets 3 servers >= "
             "1 server). Compare the RATIO lines, not the absolute figures. The ledger's handler "
-            "runs sync in a thread and its projection follower runs in the leading process "
-            "during its phases; the trivial handler is async and does no I/O."
+            "awaits its group's commit (ADR 0019) and the leader's projection follower runs "
+            "in a child process (ADR 0020) during its phases; the trivial handler is async "
+            "and does no I/O."
         )
         return 1 if failed else 0
 

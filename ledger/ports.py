@@ -118,20 +118,25 @@ class IndexChange(NamedTuple):
     new: bool = False
 
 
+class Lookup(NamedTuple):
+    """A cached window's events after `after_version`, then these identities' states."""
+
+    originator_id: UUID
+    after_version: int
+    window_id: str
+    identities: Sequence[str]
+
+
 class IdentityIndex(Protocol):
     def lookup_identities(self, window_id: str, identities: Iterable[str]) -> dict[str, Known]: ...
 
-    def catch_up_and_look_up(
-        self,
-        originator_id: UUID,
-        after_version: int,
-        window_id: str,
-        identities: Iterable[str],
-        meanwhile: Callable[[], None] = lambda: None,
-    ) -> tuple[Sequence[StoredEvent], dict[str, Known]]:
-        """The window's events after `after_version`, then the identities' states: read in
-        that order (the index never older than the events), in one round trip where the
-        database allows. `meanwhile` runs while the database answers."""
+    def catch_up_and_look_up_many(
+        self, lookups: Sequence[Lookup], meanwhile: Callable[[], None] = lambda: None
+    ) -> list[tuple[Sequence[StoredEvent], dict[str, Known]]]:
+        """For each cached window, its events after `after_version`, then the identities'
+        states: read in that order (the index never older than the events), all windows in one
+        round trip where the database allows (a group's windows, ADR 0020). `meanwhile` runs
+        while the database answers."""
         ...
 
     def count_identities(self, window_id: str) -> dict[str, int]: ...

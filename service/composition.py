@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from projections.migrate import ensure_schema
 from projections.queries import ReadModels
 from projections.store import ReadStore, create_read_store
 from service.evidence import Evidence
+from service.following import FollowerProcess
 from service.leadership import Leadership, lock_for
 from service.settings import Settings, SettingsError
 
@@ -75,6 +77,20 @@ class Services:
     evidence: Evidence
     following: bool = False
     leadership: Leadership | None = None
+    follower_process: FollowerProcess | None = None
+
+    def wake_follower(self, urgent: bool = False) -> None:
+        """New events were recorded: the follower (thread or child process) applies them."""
+        if self.follower_process is not None:
+            self.follower_process.wake(urgent)
+        else:
+            self.runner.wake(urgent)
+
+    def _stop_follower(self) -> None:
+        if self.follower_process is not None:
+            self.follower_process.stop()
+        else:
+            self.runner.stop()
 
     def start_following(self) -> None:
         """The running service: the follower, and the scrub (at start, then every interval),
@@ -82,9 +98,14 @@ class Services:
         Every process waits for the read side the same way: by the tracking positions, which
         the leader moves (`ProjectionRunner.wait_for`)."""
         scrubbing: list[bool] = []
+        if self.settings.follower == "process":
+            self.follower_process = FollowerProcess(self.settings)
 
         def elected() -> None:
-            self.runner.start()
+            if self.follower_process is not None:
+                self.follower_process.start()
+            else:
+                self.runner.start()
             if not scrubbing:  # once per process: the scrub has no restart
                 scrubbing.append(True)
                 self.evidence.start(self.settings.scrub_interval_seconds)
@@ -93,10 +114,11 @@ class Services:
         self.leadership = Leadership(
             lock_for(self.settings.database_url, sqlite),
             elected,
-            self.runner.stop,
+            self._stop_follower,
             say=lambda line: print(line, file=sys.stderr, flush=True),
         )
         self.following = True
+        self.evidence.sealed()  # loaded now, not by the first admission on the event loop
         self.leadership.start()
 
     # --- commands (each refused for a sealed window whose history no longer ends closed) --
@@ -105,6 +127,16 @@ class Services:
         """One request's admissions, written with the concurrent requests' (group commit)."""
         self.evidence.guard(window_id)
         return self.ledger.admit_with_others(window_id, admissions)
+
+    def submit_admission(
+        self, window_id: str, admissions: Sequence[Admission]
+    ) -> Future[list[AdmissionResult]] | None:
+        """`admit` without blocking: a future done once the group holding the request has
+        committed; None when the window was sealed (its guard may read the history: call
+        `admit` in a thread instead)."""
+        if self.evidence.is_sealed(window_id):
+            return None
+        return self.ledger.submit_with_others(window_id, admissions)
 
     def reconcile(self, window_id: str) -> dict[str, Any]:
         self.evidence.guard(window_id)
@@ -115,6 +147,7 @@ class Services:
     def catch_up(self) -> None:
         """Bring the read side up to the log's head (used where no runner follows)."""
         if self.following:
+            self.wake_follower(urgent=True)
             self.runner.wait_for(self.runner.head(), CLOSE_WAIT_SECONDS)
         else:
             self.runner.run_until_caught_up()
@@ -201,7 +234,7 @@ class Services:
     def close(self) -> None:
         def stop_leading() -> None:
             self.evidence.stop()
-            self.runner.stop()
+            self._stop_follower()
 
         if self.leadership is not None:
             # The follower stops before the lock goes: the next leader never overlaps it.

@@ -170,6 +170,10 @@ class Evidence:
             self._sealed = self.store.sealed_windows()
         return self._sealed
 
+    def is_sealed(self, window_id: str) -> bool:
+        """Closed and signed by this service (from memory once loaded)."""
+        return window_id in self.sealed()
+
     def guard(self, window_id: str) -> None:
         """A sealed window whose stored history no longer ends closed takes no command."""
         if window_id in self.sealed() and not self.ledger.get_window(window_id).is_closed:

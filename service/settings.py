@@ -30,6 +30,16 @@ def _count(text: str | None, default: int) -> int:
     return value
 
 
+FOLLOWERS = ("thread", "process")
+
+
+def _follower(text: str | None) -> str:
+    value = text or "thread"
+    if value not in FOLLOWERS:
+        raise SettingsError(f"LEDGER_FOLLOWER must be one of {', '.join(FOLLOWERS)}: {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -51,6 +61,9 @@ class Settings:
     # many events are gathered, to be written in one transaction.
     group_commit_ms: float = 2.0
     group_commit_events: int = 1000
+    # Where the leader applies the log to the read models (ADR 0020): "thread" (in the process)
+    # or "process" (a child process: its own core and interpreter lock; `ledger serve`'s default).
+    follower: str = "thread"
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -74,7 +87,10 @@ class Settings:
                 snapshot_interval=_count(env.get("LEDGER_SNAPSHOT_INTERVAL"), 500),
                 group_commit_ms=_seconds(env.get("LEDGER_GROUP_COMMIT_MS"), 2.0),
                 group_commit_events=_count(env.get("LEDGER_GROUP_COMMIT_EVENTS"), 1000),
+                follower=_follower(env.get("LEDGER_FOLLOWER")),
             )
+        except SettingsError:
+            raise
         except ValueError as exc:
             raise SettingsError(f"bad number in the LEDGER_* settings: {exc}") from None
 

@@ -60,10 +60,18 @@ class GroupCommitter:
     def admit(self, window_id: str, admissions: Sequence[Admission]) -> list[AdmissionResult]:
         """Judge and record one request with whatever else arrives meanwhile; its results
         once the transaction holding it has committed."""
+        return self.submit(window_id, admissions).result()
+
+    def submit(
+        self, window_id: str, admissions: Sequence[Admission]
+    ) -> Future[list[AdmissionResult]]:
+        """`admit` without waiting: the future is done once the transaction holding the request
+        has committed (or failed). For callers that must not block a thread on it (the HTTP
+        handler awaits it on the event loop)."""
         request = Request(window_id, admissions)
         self._ensure_started()
         self._queue.put(request)
-        return request.future.result()
+        return request.future
 
     def close(self) -> None:
         if self._thread is not None:

@@ -10,6 +10,7 @@ composition root through the library's environment (recorder, transcoder and map
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from typing import Any, cast
 from uuid import UUID
 
@@ -89,6 +90,12 @@ class Ledger(Application[UUID]):
         """`admit`, recorded in one transaction with the other requests that arrive meanwhile
         (group commit, ADR 0019): for a service with many concurrent callers."""
         return self.committer.admit(window_id, admissions)
+
+    def submit_with_others(
+        self, window_id: str, admissions: Sequence[Admission]
+    ) -> Future[list[AdmissionResult]]:
+        """`admit_with_others` without waiting for the commit (`GroupCommitter.submit`)."""
+        return self.committer.submit(window_id, admissions)
 
     def close(self) -> None:
         self.committer.close()

@@ -18,6 +18,7 @@ from eventsourcing.application import AggregateNotFoundError, Repository
 from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
 
 from ledger.domain import Window, window_uuid
+from ledger.domain.snapshot import copy_window
 from ledger.errors import ChainBroken, Contention, LedgerError, WindowNotFound
 
 MAX_ATTEMPTS = 20
@@ -155,8 +156,9 @@ class WindowUnitOfWork:
 
     def run_group(self, window_ids: list[str], command: Callable[[], T]) -> T:
         """Run a command on these windows (the caller holds their locks); re-run it whole on
-        a version conflict, each window then loaded anew from its snapshot and the events
-        after it."""
+        a version conflict, each cached window put back as it was before the attempt and
+        brought up to date by the events it lacks (a window that was not cached is loaded from
+        its snapshot and the events after it)."""
 
         def evict_all(only_if_dirty: bool = False) -> None:
             for window_id in window_ids:
@@ -164,11 +166,14 @@ class WindowUnitOfWork:
 
         transient = 0
         for _ in range(MAX_ATTEMPTS):
+            before = self._keep(window_ids)
             try:
                 return command()
             except (IntegrityError, StaleWindow):
-                # Lost a race: the next attempt loads the snapshot and the events after it.
+                # Lost a race: the windows go back to what they were before this attempt, so
+                # the next one reads only the events another process wrote meanwhile.
                 evict_all()
+                self._put_back(before)
                 self.reruns += 1
             except (OperationalError, InterfaceError):
                 # A dropped connection or a lock timeout: retried as the library retries
@@ -196,6 +201,15 @@ class WindowUnitOfWork:
             f"windows {', '.join(map(repr, window_ids))} kept changing under this command; "
             "nothing was recorded"
         )
+
+    def _keep(self, window_ids: list[str]) -> list[Window]:
+        """Copies of the cached windows as they are before a command changes them."""
+        return [copy_window(w) for w in map(self.cached, window_ids) if w is not None]
+
+    def _put_back(self, windows: list[Window]) -> None:
+        if self.repository.cache is not None:
+            for window in windows:
+                self.repository.cache.put(window.id, window)
 
 
 __all__ = ["StaleWindow", "WindowUnitOfWork", "history_breaks", "replay"]

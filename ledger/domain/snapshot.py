@@ -38,6 +38,21 @@ def snapshot_state(window: Window) -> dict[str, Any]:
     }
 
 
+def copy_window(window: Window) -> Window:
+    """A copy of the window's state that shares nothing mutable with it, without its pending
+    events: what a command keeps to put back if it loses a version race, so the next attempt
+    reads only the events the window lacks instead of loading it again."""
+    copy = object.__new__(Window)
+    state = dict(window.__dict__)
+    state["_pending_events"] = []
+    state["pending"] = dict(window.pending)
+    if window.bus_offsets is not None:
+        state["bus_offsets"] = list(window.bus_offsets)
+    state["source_offsets"] = {p: list(r) for p, r in window.source_offsets.items()}
+    copy.__dict__.update(state)
+    return copy
+
+
 def window_from_snapshot(state: dict[str, Any]) -> Window:
     """The window a snapshot describes (raises KeyError, ValueError or TypeError for a
     snapshot that is not one of this format)."""

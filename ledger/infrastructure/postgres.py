@@ -11,7 +11,7 @@ touches the library's internals (`_lock_table`, `_notify_channel`, its connectio
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
@@ -25,32 +25,16 @@ from psycopg.sql import SQL, Identifier, Literal
 
 from ledger.infrastructure import pgarrays
 from ledger.infrastructure.pgarrays import ByteaArray, Int8Array, TextArray
+from ledger.infrastructure.pgreads import IdentityReads
 from ledger.infrastructure.pgschema import SerializedSchema
 from ledger.ports import Chunk, IndexChange, WindowSnapshot
-from ledger.verdicts import IdentityState, Known
 
 LOOKUP_CHUNK = 500
 _BEGIN = SQL("BEGIN")
 _COMMIT = SQL("COMMIT")
 
 
-def _identity_keys(identities: Iterable[str]) -> ByteaArray:
-    """Identities as the PostgreSQL index keys them: their 32 bytes (ADR 0011). Anything that
-    is not 64 hex digits cannot be in the index: it is looked up as a key nothing matches."""
-    keys = []
-    for identity in identities:
-        try:
-            keys.append(bytes.fromhex(identity))
-        except ValueError:
-            keys.append(b"")
-    return ByteaArray(keys)
-
-
-def _known(payload_hash: str, state: str, offset: int | None) -> Known:
-    return Known(IdentityState(state), payload_hash, offset)
-
-
-class LedgerPostgresRecorder(SerializedSchema, PostgresApplicationRecorder):
+class LedgerPostgresRecorder(SerializedSchema, IdentityReads, PostgresApplicationRecorder):
     def __init__(self, datastore: Any, *, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
         if self.datastore.enable_db_functions:
@@ -344,48 +328,6 @@ class LedgerPostgresRecorder(SerializedSchema, PostgresApplicationRecorder):
             # Raised inside get_connection, which turns psycopg's errors into the library's.
             if failure is not None:
                 raise failure
-
-    def catch_up_and_look_up(
-        self,
-        originator_id: UUID,
-        after_version: int,
-        window_id: str,
-        identities: Iterable[str],
-        meanwhile: Callable[[], None] = lambda: None,
-    ) -> tuple[Sequence[StoredEvent], dict[str, Known]]:
-        wanted = list(dict.fromkeys(identities))
-        with (
-            self._connection() as conn,
-            conn.cursor() as events,
-            conn.cursor() as index,
-        ):
-            # Autocommit: each statement reads the latest commits, the index after the events.
-            with conn.pipeline():
-                events.execute(self._newer_events, (originator_id, after_version), prepare=True)
-                index.execute(self._lookup, (_identity_keys(wanted), window_id), prepare=True)
-                meanwhile()  # Python work that needs no answer, while the server looks up
-            newer = [
-                StoredEvent(
-                    originator_id=originator_id,
-                    originator_version=row["originator_version"],
-                    topic=row["topic"],
-                    state=bytes(row["state"]),
-                )
-                for row in events.fetchall()
-            ]
-            return newer, {
-                row["identity"].hex(): _known(row["payload_hash"], row["state"], row["bus_offset"])
-                for row in index.fetchall()
-            }
-
-    def lookup_identities(self, window_id: str, identities: Iterable[str]) -> dict[str, Known]:
-        wanted = list(dict.fromkeys(identities))
-        with self._connection() as conn, conn.cursor() as curs:
-            curs.execute(self._lookup, (_identity_keys(wanted), window_id), prepare=True)
-            return {
-                row["identity"].hex(): _known(row["payload_hash"], row["state"], row["bus_offset"])
-                for row in curs.fetchall()
-            }
 
     def count_identities(self, window_id: str) -> dict[str, int]:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:

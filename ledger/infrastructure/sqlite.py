@@ -24,7 +24,7 @@ from uuid import UUID
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 
-from ledger.ports import Chunk, IndexChange, WindowSnapshot
+from ledger.ports import Chunk, IndexChange, Lookup, WindowSnapshot
 from ledger.verdicts import IdentityState, Known
 
 LOOKUP_CHUNK = 500
@@ -187,17 +187,17 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
                 (originator_id.hex, version),
             )
 
-    def catch_up_and_look_up(
-        self,
-        originator_id: UUID,
-        after_version: int,
-        window_id: str,
-        identities: Iterable[str],
-        meanwhile: Callable[[], None] = lambda: None,
-    ) -> tuple[Sequence[StoredEvent], dict[str, Known]]:
-        meanwhile()
-        newer = self.select_events(originator_id, gt=after_version)
-        return newer, self.lookup_identities(window_id, identities)
+    def catch_up_and_look_up_many(
+        self, lookups: Sequence[Lookup], meanwhile: Callable[[], None] = lambda: None
+    ) -> list[tuple[Sequence[StoredEvent], dict[str, Known]]]:
+        meanwhile()  # no round trips to overlap with: a file
+        return [
+            (
+                self.select_events(lookup.originator_id, gt=lookup.after_version),
+                self.lookup_identities(lookup.window_id, lookup.identities),
+            )
+            for lookup in lookups
+        ]
 
     def lookup_identities(self, window_id: str, identities: Iterable[str]) -> dict[str, Known]:
         wanted = list(dict.fromkeys(identities))

@@ -4,6 +4,7 @@ that this package never imports the API."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ledger.infrastructure.embedded import EmbeddedPublisher
@@ -22,6 +23,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("error: --workers must be 1 or more", file=sys.stderr)
         return EXIT_BAD_INPUT
+    # The follower runs beside the server in a child process of its own unless told otherwise
+    # (ADR 0020); the workers read the same environment.
+    os.environ.setdefault("LEDGER_FOLLOWER", "process")
     settings = Settings.from_env()
     tokens = parse_tokens(settings.api_tokens)
     if not tokens and args.host not in LOOPBACK:

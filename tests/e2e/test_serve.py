@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -23,7 +24,7 @@ from tests.support.server import (
     running_server,
     server_env,
 )
-from tests.support.services import free_port
+from tests.support.services import free_port, wait_until
 
 
 @pytest.fixture
@@ -91,3 +92,50 @@ def test_serve_refuses_a_non_loopback_host_without_tokens(database_url):
         assert "refusing to bind 0.0.0.0" in result.stderr
         assert "LEDGER_API_TOKENS" in result.stderr
         assert "listening" not in result.stderr
+
+
+def follower_children(server: RunningServer) -> list[int]:
+    """The server's child processes started by multiprocessing's spawn (the follower, ADR 0020;
+    not its resource tracker)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == server.process.pid and fields[0] != "Z" and b"spawn_main" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def is_gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
+
+
+def test_serve_applies_the_read_side_in_a_child_process_that_stops_with_it(server):
+    wait_until(lambda: len(follower_children(server)) == 1, 30, "the follower process to start")
+    (follower,) = follower_children(server)
+    with httpx.Client(base_url=server.url, timeout=60.0) as client:
+        admit(client, "w", event("a"), event("b"))
+        closed = client.post("/v1/windows/w/close").json()
+        assert closed["gate"] == "PASS", closed
+        assert closed["counts"]["admitted"] == 2
+        admitted = client.get("/v1/windows/w/admitted").json()
+        assert [item["event_id"] for item in admitted["items"]] == ["a", "b"]
+    code = stop_process(server.process, signal.SIGTERM, timeout=STOP_TIMEOUT_SECONDS)
+    assert code in (0, -signal.SIGTERM), server.stderr()
+    wait_until(lambda: is_gone(follower), STOP_TIMEOUT_SECONDS, "the follower to stop")
+
+
+def test_a_killed_server_leaves_no_follower_process_behind(server):
+    wait_until(lambda: len(follower_children(server)) == 1, 30, "the follower process to start")
+    (follower,) = follower_children(server)
+    server.process.kill()
+    server.process.wait(timeout=STOP_TIMEOUT_SECONDS)
+    # Its end of the pipe closed with the server: the follower reads end-of-file and exits.
+    wait_until(lambda: is_gone(follower), 30, "the orphaned follower to exit")

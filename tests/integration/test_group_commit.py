@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from ledger.admissions import Admission
-from ledger.application import STREAM_CHUNK, AdmissionResult
+from ledger.application import STREAM_CHUNK, AdmissionResult, Ledger
 from ledger.errors import WindowClosed
 from ledger.ports import Message, PublishOutcome
 from service.composition import Services, build_ledger, build_services
@@ -184,22 +184,81 @@ class _RacingBus(ScriptedBus):
         return super().publish(window_id, messages, next_sequence)
 
 
-def test_a_race_lost_in_the_middle_of_a_streamed_group_re_runs_it_and_records_each_once(
-    migrated: Settings,
-) -> None:
+@pytest.fixture
+def racing(migrated: Settings) -> Iterator[tuple[Ledger, Ledger, _RacingBus]]:
+    """A ledger whose bus lets a rival ledger write the window just before its transaction."""
     bus = _RacingBus()
     with ExitStack() as made:
         ledger = build_ledger(migrated, bus)
         made.callback(ledger.close)
         rival = build_ledger(migrated, ScriptedBus())
         made.callback(rival.close)
-        ledger.admit("w", batch("w", event("seed")))
-        many = [event(f"e{i}") for i in range(3 * STREAM_CHUNK)]  # several chunks
-        bus.rival = lambda: rival.admit("w", batch("w", event("rival")))
-        results = ledger.admit_with_others("w", batch("w", *many))
-        assert [r.verdict.value for r in results] == ["ADMITTED"] * len(many)
-        assert ledger.uow.reruns == 1
-        history = ledger.history("w")
-        admitted = [h["fields"]["event_id"] for h in history if h["type"] == "EventAdmitted"]
-        assert admitted == ["seed", "rival", *(e["event_id"] for e in many)]
-        assert ledger.verify("w").ok
+        yield ledger, rival, bus
+
+
+def test_a_race_lost_in_the_middle_of_a_streamed_group_re_runs_it_and_records_each_once(
+    racing: tuple[Ledger, Ledger, _RacingBus],
+) -> None:
+    ledger, rival, bus = racing
+    ledger.admit("w", batch("w", event("seed")))
+    many = [event(f"e{i}") for i in range(3 * STREAM_CHUNK)]  # several chunks
+    bus.rival = lambda: rival.admit("w", batch("w", event("rival")))
+    results = ledger.admit_with_others("w", batch("w", *many))
+    assert [r.verdict.value for r in results] == ["ADMITTED"] * len(many)
+    assert ledger.uow.reruns == 1
+    history = ledger.history("w")
+    admitted = [h["fields"]["event_id"] for h in history if h["type"] == "EventAdmitted"]
+    assert admitted == ["seed", "rival", *(e["event_id"] for e in many)]
+    assert ledger.verify("w").ok
+
+
+def test_a_lost_race_puts_the_window_back_and_the_re_run_reads_only_the_rivals_events(
+    racing: tuple[Ledger, Ledger, _RacingBus],
+) -> None:
+    """Adding a process never costs a reload: after a lost race the window goes back to its
+    state before the attempt and catches up by the events it lacks (ADR 0020), instead of being
+    loaded again from its snapshot and tail."""
+    ledger, rival, bus = racing
+    ledger.admit("w", batch("w", *(event(f"seed{i}") for i in range(40))))
+    loads_before = ledger.loader.events_read
+    bus.rival = lambda: rival.admit("w", batch("w", event("rival")))
+    results = ledger.admit_with_others("w", batch("w", event("mine"), event("seed3")))
+    assert [r.verdict.value for r in results] == ["ADMITTED", "DUPLICATE"]
+    assert ledger.uow.reruns == 1
+    assert ledger.loader.events_read == loads_before  # nothing loaded again
+    cached = ledger.uow.cached("w")
+    assert cached is not None
+    assert (cached.version, cached.admitted) == (ledger.get_window("w").version, 42)
+    assert cached.pending_events == []
+    history = ledger.history("w")
+    admitted = [h["fields"]["event_id"] for h in history if h["type"] == "EventAdmitted"]
+    assert admitted[-2:] == ["rival", "mine"]
+    assert ledger.verify("w").ok
+
+
+def test_a_groups_stale_windows_catch_up_together_and_judge_what_another_process_wrote(
+    migrated: Settings,
+) -> None:
+    """The windows of one group are brought up to date in one read (ADR 0020): another
+    process's admissions into two cached windows are seen, without a re-run or a reload."""
+    slow = Settings(
+        database_url=migrated.database_url, signing_key=migrated.signing_key, group_commit_ms=300
+    )
+    with ExitStack() as made:
+        ledger = build_ledger(slow, ScriptedBus())
+        made.callback(ledger.close)
+        rival = build_ledger(migrated, ScriptedBus())
+        made.callback(rival.close)
+        for window_id in ("g-1", "g-2"):
+            ledger.admit(window_id, batch(window_id, event("mine")))
+            rival.admit(window_id, batch(window_id, event("theirs"), event("mine")))
+        loads_before = ledger.loader.events_read
+        first = ledger.submit_with_others("g-1", batch("g-1", event("theirs"), event("new")))
+        second = ledger.submit_with_others("g-2", batch("g-2", event("theirs", {"changed": True})))
+        assert [r.verdict.value for r in first.result(timeout=60)] == ["DUPLICATE", "ADMITTED"]
+        assert [r.verdict.value for r in second.result(timeout=60)] == ["QUARANTINED"]
+        assert ledger.committer.groups == 1  # both requests in one transaction
+        assert ledger.uow.reruns == 0
+        assert ledger.loader.events_read == loads_before
+        for window_id in ("g-1", "g-2"):
+            assert ledger.verify(window_id).ok
