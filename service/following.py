@@ -7,7 +7,8 @@ the follower as a child process instead (`LEDGER_FOLLOWER=process`, the default 
 
 The parent keeps one end of a pipe: each byte it sends wakes the follower (b"w": new events; b"!":
 someone waits for the read side, apply at once); closing it stops the follower, and so does the
-parent's death (the child reads end-of-file). Waiting for the read side stays what it is in
+parent's death (the child reads end-of-file). A child that died on its own is found by the next
+wake (the pipe is broken) and started again. Waiting for the read side stays what it is in
 every process that does not run the follower itself: polling the tracking positions
 (`ProjectionRunner.wait_for`).
 """
@@ -70,20 +71,22 @@ class FollowerProcess:
 
     def start(self) -> None:
         with self._lock:
-            if self._process is not None:
-                return
-            # spawn, not fork: the parent runs threads (the event loop's, the writer's).
-            context = multiprocessing.get_context("spawn")
-            reader, writer = context.Pipe(duplex=False)
-            process = context.Process(
-                target=follow_until_told,
-                args=(self.settings, reader),
-                name="ledger-projections",
-                daemon=True,
-            )
-            process.start()
-            reader.close()
-            self._process, self._wakes = process, writer
+            if self._process is None:
+                self._start()
+
+    def _start(self) -> None:
+        # spawn, not fork: the parent runs threads (the event loop's, the writer's).
+        context = multiprocessing.get_context("spawn")
+        reader, writer = context.Pipe(duplex=False)
+        process = context.Process(
+            target=follow_until_told,
+            args=(self.settings, reader),
+            name="ledger-projections",
+            daemon=True,
+        )
+        process.start()
+        reader.close()
+        self._process, self._wakes = process, writer
 
     def wake(self, urgent: bool = False) -> None:
         with self._lock:
@@ -91,8 +94,15 @@ class FollowerProcess:
                 return
             try:
                 self._wakes.send_bytes(HURRY if urgent else WAKE)
-            except OSError:  # the child is gone; the leader's next check starts no other
-                log.warning("the projection follower process is gone", exc_info=True)
+            except OSError:
+                # The child is gone (killed, out of memory): its end of the pipe closed. A new
+                # one starts from the tracking positions; nothing is applied twice (ADR 0006).
+                log.warning("the projection follower process died; starting another")
+                self._wakes.close()
+                if self._process is not None:
+                    self._process.join(STOP_SECONDS)
+                self._start()
+                self._wakes.send_bytes(HURRY if urgent else WAKE)
 
     def stop(self) -> None:
         with self._lock:

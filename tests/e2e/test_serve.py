@@ -4,6 +4,7 @@ HTTP contract runs in process (tests/e2e/test_api.py)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -139,3 +140,16 @@ def test_a_killed_server_leaves_no_follower_process_behind(server):
     server.process.wait(timeout=STOP_TIMEOUT_SECONDS)
     # Its end of the pipe closed with the server: the follower reads end-of-file and exits.
     wait_until(lambda: is_gone(follower), 30, "the orphaned follower to exit")
+
+
+def test_a_follower_process_that_dies_is_started_again_by_the_next_admission(server):
+    wait_until(lambda: len(follower_children(server)) == 1, 30, "the follower process to start")
+    (follower,) = follower_children(server)
+    os.kill(follower, signal.SIGKILL)
+    wait_until(lambda: is_gone(follower), 30, "the killed follower to be reaped")
+    with httpx.Client(base_url=server.url, timeout=60.0) as client:
+        admit(client, "w", event("a"))
+        closed = client.post("/v1/windows/w/close").json()
+    assert closed["gate"] == "PASS", closed
+    assert [pid for pid in follower_children(server) if pid != follower] != []
+    assert "the projection follower process died; starting another" in server.stderr()
