@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import stat
 import subprocess
 from collections.abc import Callable, Iterator
@@ -330,8 +331,9 @@ def test_ledger_projections_rebuild_after_each_history_tampering_never_turns_fai
         assert any(tampering.reason in r for r in gate["reasons"]), gate
         admitted = api.get(f"/v1/windows/{WINDOW}/admitted")
         assert_error(admitted, 409)
-        assert str(EDITED_AMOUNT) not in admitted.text
-        assert str(REWRITTEN_AMOUNT) not in admitted.text
+        # As a number of its own: the error's digests are hex, and may hold these digits.
+        for amount in (EDITED_AMOUNT, REWRITTEN_AMOUNT):
+            assert re.search(rf"\b{amount}\b", admitted.text) is None, admitted.text
 
 
 def test_ledger_projections_rebuild_repairs_an_edited_read_model_from_the_history(
