@@ -59,7 +59,7 @@ def _errors(*codes: int) -> dict[int, ResponseSpec]:
 
 
 _strict_admissions = msgspec.json.Decoder(AdmissionRequest).decode
-# Requests of up to this many events are prepared on the event loop (ADR 0019).
+# Requests of up to this many events are prepared on the event loop (ADR 0020).
 INLINE_PREPARE_EVENTS = 16
 
 
@@ -90,19 +90,16 @@ class AdmissionsController(Controller):
         except msgspec.ValidationError as exc:
             raise InvalidAdmission(str(exc)) from None
         events = strict.events
+        pending = None
         if len(events) <= INLINE_PREPARE_EVENTS:
             # A few events are validated and hashed here (tens of microseconds each), and the
             # request waits for its group's commit without holding a thread.
             pending = services.submit_admission(window_id, prepare(window_id, events))
-            if pending is not None:
-                results = await asyncio.wrap_future(pending)
-            else:
-                results = await anyio.to_thread.run_sync(
-                    lambda: services.admit(window_id, prepare(window_id, events))
-                )
+        if pending is not None:
+            results = await asyncio.wrap_future(pending)
         else:
-            # Validating and hashing up to 1,000 payloads is CPU work: in a thread, not on the
-            # event loop.
+            # Validating and hashing up to 1,000 payloads is CPU work, and a sealed window's
+            # guard may read its history: in a thread, not on the event loop.
             results = await anyio.to_thread.run_sync(
                 lambda: services.admit(window_id, prepare(window_id, events))
             )
