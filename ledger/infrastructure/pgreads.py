@@ -64,7 +64,7 @@ class IdentityReads:
                             prepare=True,
                         )
                         wanted = identity_keys(dict.fromkeys(lookup.identities))
-                        index.execute(self._lookup, (wanted, lookup.window_id), prepare=True)
+                        index.execute(self._lookup, (wanted, lookup.window_id), prepare=False)
                     meanwhile()  # Python work that needs no answer, while the server looks up
                 return [
                     (list(_stored(originator_id, events.fetchall())), _known_rows(index.fetchall()))
@@ -78,7 +78,7 @@ class IdentityReads:
     def lookup_identities(self, window_id: str, identities: Iterable[str]) -> dict[str, Known]:
         with self._connection() as conn, conn.cursor() as curs:
             wanted = identity_keys(dict.fromkeys(identities))
-            curs.execute(self._lookup, (wanted, window_id), prepare=True)
+            curs.execute(self._lookup, (wanted, window_id), prepare=False)
             return _known_rows(curs.fetchall())
 
 
