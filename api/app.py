@@ -43,8 +43,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         built = services or build_services(settings)
-        holder["services"] = built
-        holder["metrics"] = LedgerMetrics(built)
+        holder["services"] = app.state.services = built
+        holder["metrics"] = app.state.metrics = LedgerMetrics(built)
         built.start_following()
         try:
             yield
@@ -58,12 +58,18 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         return holder["metrics"]  # type: ignore[no-any-return]
 
     def measured(app: Any) -> Any:
+        # Litestar wraps each route on its own: one measured app per route, made at first use.
+        wrapped: Any = None
+
         async def middleware(scope: Any, receive: Any, send: Any) -> None:
-            metrics = holder.get("metrics")
-            if metrics is None:
-                await app(scope, receive, send)
-            else:
-                await metrics.middleware(app)(scope, receive, send)
+            nonlocal wrapped
+            if wrapped is None:
+                metrics = holder.get("metrics")
+                if metrics is None:  # not started yet
+                    await app(scope, receive, send)
+                    return
+                wrapped = metrics.middleware(app)
+            await wrapped(scope, receive, send)
 
         return middleware
 

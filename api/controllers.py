@@ -79,9 +79,11 @@ class AdmissionsController(Controller):
         window_id: WindowId,
         data: JSONBody[AdmissionRequest],
         request: Request[Any, Any, Any],
-        services: ServicesDep,
-        metrics: MetricsDep,
     ) -> AdmissionResponse:
+        # Taken from the app's state, not injected: two dependencies cost Litestar a task group
+        # on every request, the hottest path of the service.
+        services: Services = request.app.state.services
+        metrics: LedgerMetrics = request.app.state.metrics
         # Litestar converts leniently ("1" -> 1); the contract says wrong types are a 400, so
         # the body (already read and cached) is decoded again, strictly. `data` declares the
         # schema for the OpenAPI document.
