@@ -82,7 +82,9 @@ class Publisher(Protocol):
         """Publish in order; one outcome per message.
 
         `next_sequence` is the window's next admission sequence, which the embedded publisher
-        uses as the offset. Raises `PublishRefused` when the bus definitely took nothing.
+        uses as the offset (it says so with a class attribute `offsets_from_window = True`: it
+        is asked again whenever the window may have moved). Raises `PublishRefused` when the
+        bus definitely took nothing.
         """
         ...
 
@@ -172,12 +174,14 @@ class SnapshotStore(Protocol):
 
 
 class StreamingRecorder(Protocol):
-    def insert_event_stream(self, chunks: Iterable[Chunk]) -> None:
+    def insert_event_stream(self, chunks: Iterable[Chunk], lock_first: bool = False) -> None:
         """Record every chunk's events and index changes, in order, in one transaction.
 
         The chunks are made while the transaction runs (a generator doing the domain work), so
         a recorder may send each one to the database before the next is made. A later chunk's
-        change of an identity overrides an earlier one's.
+        change of an identity overrides an earlier one's. `lock_first`: hold the write lock
+        before the first chunk is made, so that what the generator reads then cannot be
+        outdated by another writer before the commit (ADR 0022).
         """
         ...
 

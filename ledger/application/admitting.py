@@ -13,6 +13,7 @@ from eventsourcing.application import AggregateNotFoundError, Repository
 from eventsourcing.persistence import Mapper, PersistenceError, StoredEvent
 
 from ledger.admissions import Admission
+from ledger.application.chunking import chunk_bounds
 from ledger.application.judging import (
     Forms,
     LateMismatch,
@@ -43,21 +44,6 @@ from ledger.verdicts import IdentityState, Known
 # A group's reads made ahead, by window: the cached version they follow, its newer events, its
 # identities' states.
 ReadAhead = dict[str, tuple[int, Sequence[StoredEvent], dict[str, Known]]]
-
-# Events per chunk of a streamed save: small enough to overlap, large enough that a statement
-# per chunk costs little.
-STREAM_CHUNK = 50
-LAST_CHUNK = 10
-
-
-def chunk_bounds(n: int) -> list[tuple[int, int]]:
-    """Chunks of STREAM_CHUNK, the last one cut short: what the server still has to do after
-    Python made the last chunk is all the caller waits for."""
-    bounds = [(start, min(start + STREAM_CHUNK, n)) for start in range(0, n, STREAM_CHUNK)]
-    start, stop = bounds[-1]
-    if stop - start > LAST_CHUNK:
-        bounds[-1:] = [(start, stop - LAST_CHUNK), (stop - LAST_CHUNK, stop)]
-    return bounds
 
 
 class GroupFailure(Exception):
@@ -133,26 +119,35 @@ class Admitting:
         replay(window_id, cached, (self.mapper.to_domain_event(s) for s in newer))
         return cached, known
 
-    def admit_once(self, window_id: str, admissions: Sequence[Admission]) -> list[AdmissionResult]:
-        (outcome,) = self.admit_group([(window_id, admissions)])
+    def admit_once(
+        self, window_id: str, admissions: Sequence[Admission], judge_under_lock: bool = False
+    ) -> list[AdmissionResult]:
+        (outcome,) = self.admit_group([(window_id, admissions)], judge_under_lock)
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
 
     def admit_group(
-        self, requests: Sequence[tuple[str, Sequence[Admission]]]
+        self,
+        requests: Sequence[tuple[str, Sequence[Admission]]],
+        judge_under_lock: bool = False,
     ) -> list[list[AdmissionResult] | BaseException]:
         """Judge every request in order and record them all in one transaction; each
         request's results, or the refusal of that request alone (nothing of it recorded).
 
         The requests of one window are judged as one batch in arrival order: exactly what
         a serial run of them gives. Raises what fails the whole group (a version conflict,
-        StaleWindow, storage) and GroupFailure for requests refused while being written."""
+        StaleWindow, storage) and GroupFailure for requests refused while being written.
+
+        `judge_under_lock` (a re-run after a lost race, ADR 0022): the windows are read and
+        the bus asked as usual, then read again and judged once the transaction holds the
+        table lock, so that no other process can win the race again."""
         outcomes: list[list[AdmissionResult] | BaseException | None] = [None] * len(requests)
         by_window: dict[str, list[int]] = {}
         for position, (window_id, _) in enumerate(requests):
             by_window.setdefault(window_id, []).append(position)
         plans: list[_Plan] = []
+        planned: list[str] = []  # the window of each plan
         combined_by_window = {
             window_id: [a for p in positions for a in requests[p][1]]
             for window_id, positions in by_window.items()
@@ -171,11 +166,16 @@ class Admitting:
                 continue
             if isinstance(plan, _Plan):
                 plans.append(plan)
+                planned.append(window_id)
             else:  # a closed window: each request answered (or refused) on its own
                 for p in positions:
                     outcomes[p] = self._after_close_or_refusal(window_id, requests[p][1])
         if plans:
-            self.recorder.insert_event_stream(self._group_chunks(plans))
+            if judge_under_lock:
+                chunks = self._judged_under_lock(plans, planned, combined_by_window)
+            else:
+                chunks = self._group_chunks(plans)
+            self.recorder.insert_event_stream(chunks, lock_first=judge_under_lock)
             for plan in plans:
                 self._put_in_cache(plan.window)
                 answers = iter(plan.results)
@@ -198,15 +198,37 @@ class Admitting:
             for (window_id, window), (newer, known) in zip(cached, found, strict=True)
         }
 
+    def _judged_under_lock(
+        self, plans: list[_Plan], windows: list[str], admissions: dict[str, list[Admission]]
+    ) -> Iterator[Chunk]:
+        """Made by the recorder once it holds the table lock: each window catches up and looks
+        up its identities again (nothing can change them now) and is judged from that, with
+        the bus's answers already given (the lock never waits on the bus), then written."""
+        for i, window_id in enumerate(windows):
+            plan = plans[i]
+            try:
+                again = self._plan(window_id, admissions[window_id], plan.positions, None, plan)
+            except LedgerError as refusal:
+                if isinstance(refusal, ChainBroken):
+                    self.uow.evict(window_id)
+                raise GroupFailure(dict.fromkeys(plan.positions, refusal)) from refusal
+            if again is None:  # closed by another process meanwhile: the next attempt says so
+                raise StaleWindow(window_id)
+            plans[i] = again
+        yield from self._group_chunks(plans)
+
     def _plan(
         self,
         window_id: str,
         admissions: Sequence[Admission],
         positions: list[int],
         read_ahead: ReadAhead | None = None,
+        asked: _Plan | None = None,
     ) -> _Plan | None:
         """Load the window and its identities' states and publish what needs the bus (before
-        any transaction: the table lock never waits on the bus). None for a closed window."""
+        any transaction: the table lock never waits on the bus). None for a closed window.
+        `asked`: a plan of the same requests made before the lock, whose bus answers are
+        used instead of asking again (the identities to publish can only have become fewer)."""
         forms: Forms = {}
 
         def make_forms() -> None:
@@ -227,7 +249,13 @@ class Admitting:
         pending = window.pending if window is not None else {}
         if any(k.state is IdentityState.UNKNOWN and i not in pending for i, k in known.items()):
             raise StaleWindow(window_id)
-        outcomes = self._publish(window_id, window, to_publish(admissions, known))
+        wanted = to_publish(admissions, known)
+        if asked is None or getattr(self.publisher, "offsets_from_window", False):
+            outcomes = self._publish(window_id, window, wanted)  # in process, if under the lock
+        elif all(identity in asked.outcomes for identity in wanted):
+            outcomes = {identity: asked.outcomes[identity] for identity in wanted}
+        else:
+            raise StaleWindow(window_id)
         since = window.version if window is not None else 0
         return _Plan(
             window if window is not None else Window.open(window_id),

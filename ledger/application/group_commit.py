@@ -152,11 +152,14 @@ class GroupCommitter:
 
                 def command(
                     requests: list[tuple[str, Sequence[Admission]]] = requests,
+                    under_lock: bool = False,
                 ) -> list[list[AdmissionResult] | BaseException]:
-                    return self.admitting.admit_group(requests)
+                    return self.admitting.admit_group(requests, under_lock)
 
                 try:
-                    results = self.uow.run_group([w for w, _ in requests], command)
+                    results = self.uow.run_group(
+                        [w for w, _ in requests], command, lambda: command(under_lock=True)
+                    )
                 except GroupFailure as failure:
                     for position, exc in failure.refusals.items():
                         refused[live[position]] = exc

@@ -82,7 +82,11 @@ class Ledger(Application[UUID]):
 
     def admit(self, window_id: str, admissions: Sequence[Admission]) -> list[AdmissionResult]:
         """Judge a whole batch in order and record it in one transaction (contract s.3)."""
-        return self.uow.run(window_id, lambda: self._admitting.admit_once(window_id, admissions))
+        return self.uow.run(
+            window_id,
+            lambda: self._admitting.admit_once(window_id, admissions),
+            lambda: self._admitting.admit_once(window_id, admissions, judge_under_lock=True),
+        )
 
     def admit_with_others(
         self, window_id: str, admissions: Sequence[Admission]

@@ -149,16 +149,27 @@ class WindowUnitOfWork:
         with contextlib.suppress(KeyError):
             self.repository.cache.get(window_uuid(window_id), evict=True)
 
-    def run(self, window_id: str, command: Callable[[], T]) -> T:
+    def run(
+        self,
+        window_id: str,
+        command: Callable[[], T],
+        after_lost_race: Callable[[], T] | None = None,
+    ) -> T:
         """Run a command under the window's lock; re-run it whole on a version conflict."""
         with self.lock(window_id):
-            return self.run_group([window_id], command)
+            return self.run_group([window_id], command, after_lost_race)
 
-    def run_group(self, window_ids: list[str], command: Callable[[], T]) -> T:
+    def run_group(
+        self,
+        window_ids: list[str],
+        command: Callable[[], T],
+        after_lost_race: Callable[[], T] | None = None,
+    ) -> T:
         """Run a command on these windows (the caller holds their locks); re-run it whole on
         a version conflict, each cached window put back as it was before the attempt and
         brought up to date by the events it lacks (a window that was not cached is loaded from
-        its snapshot and the events after it)."""
+        its snapshot and the events after it). `after_lost_race`: the command for the re-runs
+        (an admission judged under the table lock, which cannot lose again: ADR 0022)."""
 
         def evict_all(only_if_dirty: bool = False) -> None:
             for window_id in window_ids:
@@ -175,6 +186,7 @@ class WindowUnitOfWork:
                 evict_all()
                 self._put_back(before)
                 self.reruns += 1
+                command = after_lost_race or command
             except (OperationalError, InterfaceError):
                 # A dropped connection or a lock timeout: retried as the library retries
                 # its own inserts (the streamed save is not wrapped by its decorator).

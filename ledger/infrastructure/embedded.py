@@ -11,6 +11,8 @@ class EmbeddedPublisher:
     """The ledger is the stream: offsets are the window's dense admission sequence."""
 
     name = "embedded"
+    # Offsets depend on the window's count: asked again after the window moved (ADR 0022).
+    offsets_from_window = True
 
     def publish(
         self, window_id: str, messages: Sequence[Message], next_sequence: int

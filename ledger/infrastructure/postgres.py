@@ -282,7 +282,7 @@ class LedgerPostgresRecorder(SerializedSchema, IdentityReads, PostgresApplicatio
             self._send_events(curs, events)
         self._write_index(curs, changes)
 
-    def insert_event_stream(self, chunks: Iterable[Chunk]) -> None:
+    def insert_event_stream(self, chunks: Iterable[Chunk], lock_first: bool = False) -> None:
         """One pipelined transaction: each chunk's statements go to the server as soon as the
         chunk is made, so the server writes chunk k while Python makes chunk k+1 (two cores).
         Same statements, same lock, same all-or-nothing as `insert_events`; a unique violation
@@ -298,6 +298,13 @@ class LedgerPostgresRecorder(SerializedSchema, IdentityReads, PostgresApplicatio
                         with conn.cursor() as curs:
                             curs.execute(_BEGIN)
                             locked = False
+                            if lock_first:
+                                # Wait for the lock before the first chunk is made: what the
+                                # generator reads from now on no other writer can outdate.
+                                self._lock_table(curs)
+                                self._notify_channel(curs)
+                                pipeline.sync()
+                                locked = True
                             for events, changes, snapshot in chunks:
                                 if not locked and (events or changes):
                                     # Before the first insert and before the index (the order

@@ -159,8 +159,10 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
             )
         return ids
 
-    def insert_event_stream(self, chunks: Iterable[Chunk]) -> None:
-        # SQLite is in-process: nothing to overlap with, so it is one ordinary insert.
+    def insert_event_stream(self, chunks: Iterable[Chunk], lock_first: bool = False) -> None:
+        # SQLite is in-process: nothing to overlap with, so it is one ordinary insert. Its
+        # writers are the threads of one process, already serialized per window, so
+        # `lock_first` needs nothing more here (another process's write is still a conflict).
         stored_events: list[StoredEvent] = []
         changes: dict[str, IndexChange] = {}
         snapshot: WindowSnapshot | None = None

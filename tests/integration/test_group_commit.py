@@ -262,3 +262,29 @@ def test_a_groups_stale_windows_catch_up_together_and_judge_what_another_process
         assert ledger.loader.events_read == loads_before
         for window_id in ("g-1", "g-2"):
             assert ledger.verify(window_id).ok
+
+
+def test_a_window_another_process_writes_during_every_publish_is_admitted_on_the_first_re_run(
+    racing: tuple[Ledger, Ledger, _RacingBus],
+) -> None:
+    """After a lost race the re-run is judged under the table lock (ADR 0022): a rival that
+    writes the window while every attempt asks the bus cannot make it lose again (before, it
+    lost every attempt until `Contention`)."""
+    ledger, rival, bus = racing
+    ledger.admit("w", batch("w", event("seed")))
+    writes = iter(range(100))
+
+    def rival_writes_again() -> None:
+        rival.admit("w", batch("w", event(f"rival{next(writes)}")))
+        bus.rival = rival_writes_again
+
+    bus.rival = rival_writes_again
+    results = ledger.admit_with_others("w", batch("w", event("mine"), event("rival0")))
+    bus.rival = None
+    assert [r.verdict.value for r in results] == ["ADMITTED", "DUPLICATE"]
+    assert ledger.uow.reruns == 1
+    history = ledger.history("w")
+    admitted = [h["fields"]["event_id"] for h in history if h["type"] == "EventAdmitted"]
+    assert admitted == ["seed", "rival0", "rival1", "mine"]
+    assert ledger.verify("w").ok
+    assert rival.verify("w").ok
