@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -25,12 +26,15 @@ from api.controllers import (
 from api.errors import EXCEPTION_HANDLERS
 from api.metrics import LedgerMetrics
 from api.pages import STATIC, TEMPLATES, PagesController
+from api.refusals import refuse_control_characters
 from service.composition import Services, build_services
 from service.settings import Settings
 from service.tokens import parse_tokens
 
 # A whole batch may hold up to 1,000 events; each payload is capped at 1 MiB on its own.
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
+# `/health` runs in threads of its own, never queued behind handlers waiting on the database.
+HEALTH_THREADS = 4
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Litestar:
@@ -45,6 +49,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         built = services or build_services(settings)
         holder["services"] = app.state.services = built
         holder["metrics"] = app.state.metrics = LedgerMetrics(built)
+        app.state.health_threads = anyio.CapacityLimiter(HEALTH_THREADS)
         built.start_following()
         try:
             yield
@@ -88,6 +93,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             "metrics": Provide(provide_metrics, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
+        before_request=refuse_control_characters,
         middleware=[measured],
         lifespan=[lifespan],
         state=State({"auth": auth}),

@@ -29,12 +29,23 @@ class TokenAuth:
                 found = scopes
         return found
 
+    def _presented(self, connection: ASGIConnection[Any, Any, Any, Any]) -> frozenset[str] | None:
+        header = connection.headers.get("authorization", "")
+        kind, _sep, presented = header.partition(" ")
+        return self.scopes_of(presented.strip()) if kind.lower() == "bearer" else None
+
+    def allows(self, connection: ASGIConnection[Any, Any, Any, Any], scope: str) -> bool:
+        """Whether the caller may see what `scope` guards (anyone, without tokens); for an
+        endpoint that answers everyone but tells more to some (`/health`)."""
+        if not self.enabled:
+            return True
+        scopes = self._presented(connection)
+        return scopes is not None and scope in scopes
+
     def check(self, connection: ASGIConnection[Any, Any, Any, Any], scope: str) -> None:
         if not self.enabled:
             return
-        header = connection.headers.get("authorization", "")
-        kind, _sep, presented = header.partition(" ")
-        scopes = self.scopes_of(presented.strip()) if kind.lower() == "bearer" else None
+        scopes = self._presented(connection)
         if scopes is None:
             raise NotAuthorizedException("a valid bearer token is required")
         if scope not in scopes:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from concurrent.futures import Future
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -18,6 +19,7 @@ from litestar.params import JSONBody, Parameter
 
 from api.auth import requires
 from api.metrics import LedgerMetrics
+from api.refusals import refuse_deep_admissions
 from api.schemas import (
     AdmissionRequest,
     AdmissionResponse,
@@ -35,6 +37,8 @@ from api.schemas import (
     WindowPage,
 )
 from ledger.admissions import NAME_PATTERN, check_window_id, prepare
+from ledger.application import AdmissionResult
+from ledger.application.group_commit import withdrawn
 from ledger.errors import InvalidAdmission, WindowNotFound
 from ledger.receipts import render_markdown
 from service.composition import Services
@@ -73,6 +77,7 @@ class AdmissionsController(Controller):
         status_code=200,
         responses=_errors(401, 403, 409, 413, 503),
         summary="Admit a batch of events into a window (taken whole or refused whole)",
+        before_request=refuse_deep_admissions,
     )
     async def admit(
         self,
@@ -98,7 +103,7 @@ class AdmissionsController(Controller):
             # request waits for its group's commit without holding a thread.
             pending = services.submit_admission(window_id, prepare(window_id, events))
         if pending is not None:
-            results = await asyncio.wrap_future(pending)
+            results = await _within_deadline(pending, services.settings.request_timeout_seconds)
         else:
             # Validating and hashing up to 1,000 payloads is CPU work, and a sealed window's
             # guard may read its history: in a thread, not on the event loop.
@@ -117,6 +122,20 @@ class AdmissionsController(Controller):
             },
             AdmissionResponse,
         )
+
+
+async def _within_deadline(
+    pending: Future[list[AdmissionResult]], timeout: float
+) -> list[AdmissionResult]:
+    """The request's results; at the deadline a request the writer has not taken yet is
+    withdrawn and answers 503 (nothing recorded); one being written is its outcome (ADR 0027)."""
+    waiting = asyncio.wrap_future(pending)
+    try:
+        return await asyncio.wait_for(asyncio.shield(waiting), timeout)
+    except TimeoutError:
+        if pending.cancel():
+            raise withdrawn(timeout) from None
+        return await waiting
 
 
 class WindowsController(Controller):
@@ -263,21 +282,27 @@ class SystemController(Controller):
 
     @get(
         "/health",
-        sync_to_thread=True,
-        responses={503: ResponseSpec(data_container=ErrorBody, description="storage down")},
-        summary="Liveness and storage reachability",
+        responses={503: ResponseSpec(data_container=Health, description="storage down")},
+        summary="Liveness, storage and bus: the status for anyone, the parts for `read`",
     )
-    def health(self, services: ServicesDep) -> Health:
-        services.health()
-        return Health(
-            status="ok",
-            database=services.settings.describe_database(),
-            publisher=services.settings.describe_publisher(),
+    async def health(
+        self, services: ServicesDep, request: Request[Any, Any, Any]
+    ) -> Response[Health]:
+        # In threads of its own, never queued behind the handlers that wait on the database
+        # (ADR 0024); the report itself takes at most about a second.
+        report = await anyio.to_thread.run_sync(
+            services.health, limiter=request.app.state.health_threads
         )
+        if not request.app.state.auth.allows(request, "read"):
+            report = {"status": report["status"]}
+        status_code = 503 if report["status"] == "unavailable" else 200
+        return Response(msgspec.convert(report, Health), status_code=status_code)
 
     @get(
         "/metrics",
         sync_to_thread=True,
+        guards=[requires("read")],
+        responses=_errors(401, 403),
         media_type="text/plain; version=0.0.4",
         summary="Prometheus metrics",
     )

@@ -15,12 +15,14 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ExceptionHandlersMap
 
 from ledger import errors
+from ledger.application.storage import as_storage_failure
 
 log = logging.getLogger("ledger.api")
 
 STATUS_OF: dict[type[errors.LedgerError], int] = {
     errors.InvalidAdmission: 400,
     errors.PayloadTooLarge: 413,
+    errors.NestingTooDeep: 400,
     errors.WindowNotFound: 404,
     errors.WindowClosed: 409,
     errors.PublishUnknownPending: 409,
@@ -30,6 +32,7 @@ STATUS_OF: dict[type[errors.LedgerError], int] = {
     errors.PublishRefused: 503,
     errors.BusUnavailable: 503,
     errors.StorageUnavailable: 503,
+    errors.StorageFull: 503,
     errors.Contention: 503,
 }
 
@@ -54,8 +57,14 @@ def status_of(exc: errors.LedgerError) -> int:
     return HTTP_500_INTERNAL_SERVER_ERROR
 
 
+RETRY_AFTER_SECONDS = 1
+
+
 def ledger_error(_: Request[Any, Any, Any], exc: errors.LedgerError) -> Response[dict[str, Any]]:
-    return Response(exc.as_json(), status_code=status_of(exc))
+    status = status_of(exc)
+    # A 503 recorded nothing: say when a retry makes sense.
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else None
+    return Response(exc.as_json(), status_code=status, headers=headers)
 
 
 def validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
@@ -73,7 +82,11 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     return Response({"error": code, "detail": str(exc.detail)}, status_code=exc.status_code)
 
 
-def unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+def unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    storage = as_storage_failure(exc)
+    if storage is not None:  # the database is down, unreachable, full or read-only
+        log.warning("storage failure: %s", exc)
+        return ledger_error(request, storage)
     # Commands record in one transaction: a failure before commit recorded nothing.
     log.exception("unexpected error", exc_info=exc)
     return Response(

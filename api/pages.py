@@ -37,7 +37,10 @@ PENDING_SHOWN = 50
 TEMPLATES = TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine)
 STATIC = create_static_files_router(path="/static", directories=[HERE / "static"])
 
-Cursor = Annotated[str | None, Parameter(max_length=128)]
+# No control characters in query text: PostgreSQL text cannot hold a NUL (it was a 500), and no
+# window id holds one. (?!\n) before $: Python's $ also matches before a final newline.
+NO_CONTROL = r"^[^\u0000-\u001f\u007f]*(?!\n)$"
+Cursor = Annotated[str | None, Parameter(max_length=128, pattern=NO_CONTROL)]
 Version = Annotated[int | None, Parameter(ge=0)]
 
 
@@ -56,7 +59,7 @@ class PagesController(Controller):
         services: NamedDependency[Services],
         after: FromQuery[Cursor] = None,
         gate: Annotated[str | None, Parameter(max_length=16)] = None,
-        q: Annotated[str | None, Parameter(max_length=128)] = None,
+        q: Annotated[str | None, Parameter(max_length=128, pattern=NO_CONTROL)] = None,
     ) -> Template:
         chosen = gate if gate in STATUSES else None
         items, next_cursor = services.windows(after, PAGE, gate=chosen, search=q or None)

@@ -170,10 +170,22 @@ class QuarantinePage(msgspec.Struct):
     next: str | None
 
 
-class Health(msgspec.Struct):
-    status: Literal["ok"]
-    database: str
-    publisher: str
+class HealthPart(msgspec.Struct, omit_defaults=True):
+    """One part the service depends on, named by kind only (never a host, a path or a URL);
+    `detail` says what kind of failure when it is down."""
+
+    ok: bool
+    kind: str  # storage: "postgresql" or "sqlite"; bus: "nats" or "embedded" (the storage)
+    detail: str | None = None
+
+
+class Health(msgspec.Struct, omit_defaults=True):
+    """`ok`, `degraded` (the bus is down) or `unavailable` (503: the storage is down). With
+    LEDGER_API_TOKENS set, the parts only for a token with the `read` scope."""
+
+    status: Literal["ok", "degraded", "unavailable"]
+    storage: HealthPart | None = None
+    bus: HealthPart | None = None
 
 
 class ErrorBody(msgspec.Struct):

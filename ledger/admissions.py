@@ -9,8 +9,16 @@ from typing import Annotated, Any
 
 import msgspec
 
-from ledger.errors import InvalidAdmission, PayloadTooLarge
-from ledger.jcs import MAX_SAFE_INTEGER, CanonicalizationError, canonicalize, sha256_hex
+from ledger.errors import InvalidAdmission, NestingTooDeep, PayloadTooLarge
+from ledger.jcs import (
+    MAX_DEPTH,
+    MAX_SAFE_INTEGER,
+    CanonicalizationError,
+    canonicalize,
+    nested_deeper_than,
+    sha256_hex,
+    text_nested_deeper_than,
+)
 
 # (?!\n) before $: Python's $ also matches before a final newline ("abc\n" must not pass);
 # the pattern stays valid ECMAScript for the OpenAPI document.
@@ -19,6 +27,10 @@ _NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 MAX_EVENT_ID = 256
 MAX_BATCH = 1000
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+# The levels of JSON around each payload: a request body `{"events": [{..., "payload": ...}]}`
+# has 3, a line of `ledger admit` (one admission object) 1. Text may nest MAX_DEPTH more.
+BODY_LEVELS = 3
+LINE_LEVELS = 1
 
 Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
 # No NUL: PostgreSQL text cannot hold it, and an identity part nobody can type is a bug upstream.
@@ -94,6 +106,16 @@ def _check_item(index: int, item: AdmissionIn) -> None:
         )
 
 
+def check_nesting(text: bytes, around: int) -> None:
+    """Refuse JSON text that nests deeper than its payloads may (MAX_DEPTH below the `around`
+    levels of the request), before a decoder recurses into it: near 1,000 levels the decoder
+    itself fails with a RecursionError (ADR 0023)."""
+    if text_nested_deeper_than(text, MAX_DEPTH + around):
+        raise NestingTooDeep(
+            f"JSON nested deeper than {MAX_DEPTH} levels (the limit for a payload)"
+        )
+
+
 def identity_of(window_id: str, event_type: str, event_id: str) -> str:
     return sha256_hex(canonicalize([window_id, event_type, event_id]))
 
@@ -111,6 +133,11 @@ def prepare(
     prepared = []
     for index, item in enumerate(items):
         _check_item(index, item)
+        # Before canonicalizing: its serializer and encoders recurse once a level.
+        if nested_deeper_than(item.payload, MAX_DEPTH):
+            raise NestingTooDeep(
+                f"events[{index}].payload nested deeper than {MAX_DEPTH} levels (the limit)"
+            )
         try:
             canonical = canonicalize(item.payload)
         except CanonicalizationError as exc:
@@ -151,6 +178,9 @@ _line_decoder = msgspec.json.Decoder(AdmissionIn)
 
 def parse_line(line: bytes | str) -> AdmissionIn:
     """One admission object from a JSON line (the CLI's input format)."""
+    check_nesting(
+        line.encode("utf-8", "surrogatepass") if isinstance(line, str) else line, LINE_LEVELS
+    )
     try:
         return _line_decoder.decode(line)
     except msgspec.DecodeError as exc:

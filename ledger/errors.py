@@ -28,6 +28,12 @@ class PayloadTooLarge(InvalidAdmission):
     code = "payload_too_large"
 
 
+class NestingTooDeep(InvalidAdmission):
+    """JSON nested deeper than a payload may be (`ledger.jcs.MAX_DEPTH`, ADR 0023)."""
+
+    code = "nesting_too_deep"
+
+
 class WindowNotFound(LedgerError):
     code = "window_not_found"
 
@@ -91,6 +97,13 @@ class StorageUnavailable(LedgerError):
     """The database could not be reached: nothing was recorded, retrying is safe."""
 
     code = "storage_unavailable"
+
+
+class StorageFull(StorageUnavailable):
+    """The database refused the write for want of space: nothing was recorded, retry once
+    space is freed."""
+
+    code = "storage_full"
 
 
 class Contention(LedgerError):

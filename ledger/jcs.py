@@ -11,10 +11,16 @@ import json
 import math
 from collections.abc import Callable
 from decimal import Decimal
+from itertools import accumulate, chain, zip_longest
 from json.encoder import encode_basestring
+from operator import neg
 from typing import Any
 
 MAX_SAFE_INTEGER = 2**53 - 1
+# How many arrays and objects a payload may nest (`{}` is 1 level; ADR 0023). Decoders, this
+# module's serializer and the JSON encoders recurse once a level, and the interpreter stops
+# near 1,000 levels with a RecursionError: the limit keeps every hashed value far from that.
+MAX_DEPTH = 64
 
 
 class CanonicalizationError(ValueError):
@@ -229,3 +235,75 @@ def canonical_string(text: str) -> bytes:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+_CONTAINERS = (dict, list, tuple)
+
+
+def nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether a JSON value nests more than `limit` arrays and objects. Level by level, never
+    recursing: the value may be nested deeper than the interpreter's stack allows."""
+    level = [value] if isinstance(value, _CONTAINERS) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        level = [
+            child
+            for container in level
+            for child in (container.values() if isinstance(container, dict) else container)
+            if isinstance(child, _CONTAINERS)
+        ]
+    return False
+
+
+# For the text scan: braces become brackets, quotes stay, every other byte goes.
+_TO_BRACKETS = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKET_OR_QUOTE = bytes(sorted(set(range(256)) - set(b'"[]{}')))
+
+
+def text_nested_deeper_than(text: bytes, limit: int) -> bool:
+    """Whether JSON text nests more than `limit` arrays and objects, told before any decoder
+    recurses into it: linear, with the standard library's C string functions, never parsing.
+
+    Brackets inside strings do not count. Exact for well-formed JSON; text that is not (an
+    unclosed `[`...) may be judged deeper than it is, never shallower, so no decoder given
+    text this accepts recurses more than `limit` levels."""
+    if text.count(b"[") + text.count(b"{") <= limit:
+        return False  # the common case: too few brackets to nest that deep, wherever they are
+    if b"\\" in text:
+        # Escaped backslashes first (pairs, from the left, as JSON reads them), then escaped
+        # quotes: every quote left opens or closes a string.
+        text = text.replace(b"\\\\", b"").replace(b'\\"', b"")
+    # Two quotes side by side have no bracket between them: dropping both keeps every other
+    # quote's parity, and takes nearly every string away at C speed. Of what is left, the even
+    # parts between quotes lie outside strings.
+    kept = text.translate(_TO_BRACKETS, _NOT_BRACKET_OR_QUOTE).replace(b'""', b"")
+    if b'"' in kept:
+        kept = b"".join(kept.split(b'"')[::2])
+    return _bracket_depth(kept, limit) > limit
+
+
+def _bracket_depth(brackets: bytes, limit: int) -> int:
+    """The deepest running depth of a run of `[` and `]`, or more than `limit` once it is
+    known to exceed it; never less than the running depth, however unbalanced.
+
+    A pass removes the innermost level of every nest at once: while passes remove much, the
+    cheapest way down (ordinary JSON is many small nests). Once one removes little, few peaks
+    are left, and the rest is summed run by run (a crafted 16 MiB body costs about a second,
+    less than decoding it would; ADR 0023)."""
+    passes = 0
+    while passes <= limit and b"[]" in brackets:
+        reduced = brackets.replace(b"[]", b"")
+        removed_much = len(reduced) * 8 <= len(brackets) * 7
+        brackets, passes = reduced, passes + 1
+        if not removed_much:
+            break
+    # A pass takes at most one level off any point of the text, so the passes plus the
+    # deepest running sum of what is left is never less than the depth the text had.
+    rises = map(len, brackets.replace(b"]", b" ").split())
+    falls = map(neg, map(len, brackets.replace(b"[", b" ").split()))
+    runs = (falls, rises) if brackets[:1] == b"]" else (rises, falls)  # they alternate
+    steps = chain.from_iterable(zip_longest(*runs, fillvalue=0))
+    return passes + max(accumulate(steps, initial=0))

@@ -99,8 +99,18 @@ class InspectableBus(Protocol):
         """How many messages the bus holds for the window."""
         ...
 
-    def messages(self, window_id: str) -> Iterator[BusMessage]:
-        """The window's messages in bus order."""
+    def messages(self, window_id: str, after: int = 0) -> Iterator[BusMessage]:
+        """The window's messages in bus order, from the first after bus sequence `after`."""
+        ...
+
+
+@runtime_checkable
+class CheckableBus(Protocol):
+    """A bus that can say cheaply whether it answers (`/health`; the embedded one is the
+    storage)."""
+
+    def ping(self, timeout: float) -> None:
+        """Raise unless the bus answers within about `timeout` seconds."""
         ...
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, text
+from sqlalchemy import and_, case, func, or_, select
 
 from ledger.receipts import COUNT_KEYS, receipt_json
 from projections.store import ReadStore
@@ -60,11 +60,6 @@ class ReadModels:
             events=row["events"],
             chain_head=row["chain_head"],
         )
-
-    def ping(self) -> None:
-        """One round trip to the read models' database (raises when it is unreachable)."""
-        with self.store.reader.connect() as conn:
-            conn.execute(text("SELECT 1"))
 
     def gauges(self) -> tuple[int, dict[str, int]]:
         """What the metrics show of the read side: pending unknowns in all, windows by gate."""

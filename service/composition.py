@@ -15,11 +15,12 @@ from typing import Any
 
 from ledger.admissions import Admission
 from ledger.application import AdmissionResult, Ledger, Verification
-from ledger.errors import GateNotPassed, StorageUnavailable, WindowNotFound
+from ledger.application.reconciliation import Progress
+from ledger.errors import GateNotPassed, WindowNotFound
 from ledger.infrastructure import fastjson
 from ledger.infrastructure.embedded import EmbeddedPublisher
 from ledger.infrastructure.signing import Ed25519Signer
-from ledger.ports import Publisher
+from ledger.ports import CheckableBus, Publisher
 from projections.evidence import EvidenceStore
 from projections.follower import ProjectionRunner
 from projections.migrate import ensure_schema
@@ -27,6 +28,7 @@ from projections.queries import ReadModels
 from projections.store import ReadStore, create_read_store
 from service.evidence import Evidence
 from service.following import FollowerProcess
+from service.health import HealthProbe, PostgresPing, sqlite_ping
 from service.leadership import Leadership, lock_for
 from service.settings import Settings, SettingsError
 
@@ -78,6 +80,9 @@ class Services:
     following: bool = False
     leadership: Leadership | None = None
     follower_process: FollowerProcess | None = None
+    probe: HealthProbe | None = None
+    # How long a command waits for the read side to apply what it wrote (following).
+    read_wait_seconds: float = CLOSE_WAIT_SECONDS
 
     def wake_follower(self, urgent: bool = False) -> None:
         """New events were recorded: the follower (thread or child process) applies them."""
@@ -126,7 +131,9 @@ class Services:
     def admit(self, window_id: str, admissions: Sequence[Admission]) -> list[AdmissionResult]:
         """One request's admissions, written with the concurrent requests' (group commit)."""
         self.evidence.guard(window_id)
-        return self.ledger.admit_with_others(window_id, admissions)
+        return self.ledger.admit_with_others(
+            window_id, admissions, self.settings.request_timeout_seconds
+        )
 
     def submit_admission(
         self, window_id: str, admissions: Sequence[Admission]
@@ -138,9 +145,9 @@ class Services:
             return None
         return self.ledger.submit_with_others(window_id, admissions)
 
-    def reconcile(self, window_id: str) -> dict[str, Any]:
+    def reconcile(self, window_id: str, progress: Progress | None = None) -> dict[str, Any]:
         self.evidence.guard(window_id)
-        result = self.ledger.reconcile(window_id)
+        result = self.ledger.reconcile(window_id, progress)
         self.catch_up()
         return result
 
@@ -148,23 +155,37 @@ class Services:
         """Bring the read side up to the log's head (used where no runner follows)."""
         if self.following:
             self.wake_follower(urgent=True)
-            self.runner.wait_for(self.runner.head(), CLOSE_WAIT_SECONDS)
+            self.runner.wait_for(self.runner.head(), self.read_wait_seconds)
         else:
             self.runner.run_until_caught_up()
 
     def close_window(self, window_id: str) -> dict[str, Any]:
         """Close and sign, then wait (bounded) for the read side, so the gate reads PASS right
-        after."""
+        after. Read your write: a read side that has not applied the close by then is not
+        answered; the signed receipt is, with the write side's gate (ADR 0024)."""
         self.evidence.guard(window_id)
-        self.evidence.seal(window_id, self.ledger.close_window(window_id))
+        at_close = self.ledger.close_window(window_id)
+        signed = self.evidence.seal(window_id, at_close)
         self.catch_up()
-        return self.receipt(window_id)
+        projected = self.read.receipt(window_id)
+        if (
+            projected is None
+            or projected["status"] != "CLOSED"
+            or projected["events"] < signed["events"]
+        ):
+            receipt = {**signed, "gate": at_close["gate"]}
+            self.evidence.overrule([receipt])
+            return receipt
+        return self._served(projected)
 
     # --- reads (the gate fails closed on what the checks found) ---------------------------
 
     def receipt(self, window_id: str) -> dict[str, Any]:
-        receipt = self._projected(window_id, self.read.receipt)
-        signed = self.evidence.store.signed(window_id)
+        return self._served(self._projected(window_id, self.read.receipt))
+
+    def _served(self, receipt: dict[str, Any]) -> dict[str, Any]:
+        """A projected receipt as served: with its signature, and its gate held to the checks."""
+        signed = self.evidence.store.signed(receipt["window_id"])
         if signed is not None:
             receipt["signature"] = signed["signature"]
         self.evidence.overrule([receipt])
@@ -223,13 +244,11 @@ class Services:
     def keys(self) -> list[dict[str, str]]:
         return self.evidence.keys()
 
-    def health(self) -> None:
-        """Raise StorageUnavailable unless both the read models and the events answer."""
-        try:
-            self.read.ping()
-            self.ledger.recorder.max_notification_id()
-        except Exception as exc:
-            raise StorageUnavailable(f"storage is unreachable: {type(exc).__name__}") from None
+    def health(self) -> dict[str, Any]:
+        """The status, the storage and the bus, in bounded time (`service.health`)."""
+        if self.probe is None:  # built without one (build_services makes it)
+            self.probe = build_probe(self.settings, self.ledger.publisher)
+        return self.probe.report()
 
     def close(self) -> None:
         def stop_leading() -> None:
@@ -241,6 +260,8 @@ class Services:
             self.leadership.stop(before_release=stop_leading)
         else:
             self.evidence.stop()
+        if self.probe is not None:
+            self.probe.close()
         self.ledger.close()
         self.ledger.publisher.close()
         self.store.dispose()
@@ -266,6 +287,27 @@ def build_signer(settings: Settings) -> Ed25519Signer:
     return Ed25519Signer.load_or_create(settings.signing_key_path)
 
 
+def build_probe(settings: Settings, publisher: Publisher) -> HealthProbe:
+    """Checks of the storage and the bus, by kind, outside the writers' pools (ADR 0024)."""
+    close: Callable[[], None] = lambda: None  # noqa: E731
+    storage: Callable[[], None]
+    if settings.is_sqlite:
+        storage_kind, storage = "sqlite", sqlite_ping(settings.sqlite_path)
+    else:
+        ping = PostgresPing(settings.database_url)
+        storage_kind, storage, close = "postgresql", ping, ping.close
+    bus_kind = str(getattr(publisher, "name", "other"))
+    if isinstance(publisher, EmbeddedPublisher):
+        return HealthProbe(storage_kind, storage, bus_kind, None, close=close)
+
+    def bus(timeout: float) -> None:
+        if not isinstance(publisher, CheckableBus):
+            raise NotImplementedError("this bus cannot be checked")
+        publisher.ping(timeout)
+
+    return HealthProbe(storage_kind, storage, bus_kind, bus, close=close)
+
+
 def build_services(settings: Settings, publisher: Publisher | None = None) -> Services:
     store = build_read_store(settings)
     prepare_schema(settings, store)
@@ -273,4 +315,5 @@ def build_services(settings: Settings, publisher: Publisher | None = None) -> Se
     runner = ProjectionRunner(ledger.recorder, ledger.mapper.transcoder, store)
     read = ReadModels(store)
     evidence = Evidence(ledger, EvidenceStore(store), read, build_signer(settings))
-    return Services(settings, ledger, store, runner, read, evidence)
+    probe = build_probe(settings, ledger.publisher)
+    return Services(settings, ledger, store, runner, read, evidence, probe=probe)

@@ -64,6 +64,9 @@ class Settings:
     # Where the leader applies the log to the read models (ADR 0020): "thread" (in the process)
     # or "process" (a child process: its own core and interpreter lock; `ledger serve`'s default).
     follower: str = "thread"
+    # Every request answers within this (ADR 0027): a queued admission still waiting for its
+    # write then answers 503, nothing recorded.
+    request_timeout_seconds: float = 10.0
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -88,6 +91,7 @@ class Settings:
                 group_commit_ms=_seconds(env.get("LEDGER_GROUP_COMMIT_MS"), 2.0),
                 group_commit_events=_count(env.get("LEDGER_GROUP_COMMIT_EVENTS"), 1000),
                 follower=_follower(env.get("LEDGER_FOLLOWER")),
+                request_timeout_seconds=_seconds(env.get("LEDGER_REQUEST_TIMEOUT_SECONDS"), 10.0),
             )
         except SettingsError:
             raise
@@ -137,6 +141,8 @@ class Settings:
             "AGGREGATE_CACHE_MAXSIZE": str(self.aggregate_cache_size),
             "SNAPSHOT_INTERVAL": str(self.snapshot_interval),
             "GROUP_COMMIT_MS": str(self.group_commit_ms),
+            # Transient storage errors are retried for at most half the request's deadline.
+            "STORAGE_RETRY_SECONDS": str(self.request_timeout_seconds / 2),
             "GROUP_COMMIT_EVENTS": str(self.group_commit_events),
             "DEEPCOPY_FROM_AGGREGATE_CACHE": "n",
             # Stored state as plain JSON, mapped without the library's per-event overheads.
@@ -165,7 +171,12 @@ class Settings:
                 POSTGRES_PASSWORD=unquote(parts.password or ""),
                 POSTGRES_POOL_SIZE="4",
                 POSTGRES_MAX_OVERFLOW="8",
-                POSTGRES_LOCK_TIMEOUT="30",
+                # A writer waits for the event store's lock well within the request's
+                # deadline, then retries within the rest of it (ADR 0027).
+                POSTGRES_LOCK_TIMEOUT=str(max(1, int(self.request_timeout_seconds * 0.4))),
+                # A session stuck in its transaction (its client gone quiet) would hold the
+                # event store's lock for ever: the server ends it (ADR 0026).
+                POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT="15",
                 APPLICATION_RECORDER_TOPIC="ledger.infrastructure.postgres:LedgerPostgresRecorder",
             )
         else:

@@ -15,6 +15,7 @@ from projections.migrate import upgrade
 from projections.store import create_read_store
 from service.settings import Settings
 from tests.support.nats import nats_server  # noqa: F401  (the fixture, for every level)
+from tests.support.natsledger import bus, make_nats_services, nats_services  # noqa: F401
 from tests.support.services import postgres_database
 
 BACKENDS = ["sqlite", "postgres"]

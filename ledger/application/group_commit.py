@@ -21,12 +21,14 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
 from ledger.admissions import Admission
 from ledger.application.admitting import Admitting, GroupFailure
 from ledger.application.results import AdmissionResult
 from ledger.application.unit_of_work import WindowUnitOfWork
+from ledger.errors import StorageUnavailable
 
 DEFAULT_MAX_WAIT_SECONDS = 0.002
 DEFAULT_MAX_EVENTS = 1000
@@ -57,10 +59,19 @@ class GroupCommitter:
         self.groups = 0  # transactions written (for the benchmarks)
         self.requests = 0
 
-    def admit(self, window_id: str, admissions: Sequence[Admission]) -> list[AdmissionResult]:
+    def admit(
+        self, window_id: str, admissions: Sequence[Admission], timeout: float | None = None
+    ) -> list[AdmissionResult]:
         """Judge and record one request with whatever else arrives meanwhile; its results
-        once the transaction holding it has committed."""
-        return self.submit(window_id, admissions).result()
+        once the transaction holding it has committed. A request not yet taken by the writer
+        after `timeout` is withdrawn (ADR 0027); one being written is waited for."""
+        future = self.submit(window_id, admissions)
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            if future.cancel():
+                raise withdrawn(timeout) from None
+            return future.result()
 
     def submit(
         self, window_id: str, admissions: Sequence[Admission]
@@ -122,6 +133,10 @@ class GroupCommitter:
         return group, False
 
     def _write(self, group: list[Request]) -> None:
+        # A request whose caller gave up (its future cancelled) is not written.
+        group = [r for r in group if r.future.set_running_or_notify_cancel()]
+        if not group:
+            return
         try:
             outcomes = self._locked(group)
         except BaseException as exc:  # storage failure, contention: nothing was recorded
@@ -172,3 +187,11 @@ class GroupCommitter:
         finally:
             for _, lock in reversed(locks):
                 lock.release()
+
+
+def withdrawn(timeout: float | None) -> StorageUnavailable:
+    """The answer to a request withdrawn from the queue at its deadline: nothing recorded."""
+    return StorageUnavailable(
+        f"the write queue did not reach this request within {timeout:g} s (the database is "
+        "slow or down); it was withdrawn, nothing was recorded, retry"
+    )

@@ -22,9 +22,14 @@ from ledger.application.admitting import Admitting
 from ledger.application.group_commit import DEFAULT_MAX_EVENTS, GroupCommitter
 from ledger.application.history import HISTORY_PAGE, HistoryReader
 from ledger.application.loading import DEFAULT_SNAPSHOT_INTERVAL, WindowLoader
-from ledger.application.reconciliation import adopt_from_bus, republish_pending
+from ledger.application.reconciliation import (
+    Progress,
+    Reconciliation,
+    adopt_step,
+    republish_pending,
+)
 from ledger.application.results import AdmissionResult, Verification
-from ledger.application.unit_of_work import WindowUnitOfWork
+from ledger.application.unit_of_work import TRANSIENT_BUDGET_SECONDS, WindowUnitOfWork
 from ledger.domain import Window, window_uuid
 from ledger.errors import BusLedgerMismatch
 from ledger.gate import chain_broken, judge
@@ -60,7 +65,11 @@ class Ledger(Application[UUID]):
             self.reader,
             interval=int(self.env.get("SNAPSHOT_INTERVAL") or DEFAULT_SNAPSHOT_INTERVAL),
         )
-        self.uow = WindowUnitOfWork(self.repository, self.loader)
+        self.uow = WindowUnitOfWork(
+            self.repository,
+            self.loader,
+            float(self.env.get("STORAGE_RETRY_SECONDS") or TRANSIENT_BUDGET_SECONDS),
+        )
         self._admitting = Admitting(
             self.uow,
             self.repository,
@@ -89,11 +98,12 @@ class Ledger(Application[UUID]):
         )
 
     def admit_with_others(
-        self, window_id: str, admissions: Sequence[Admission]
+        self, window_id: str, admissions: Sequence[Admission], timeout: float | None = None
     ) -> list[AdmissionResult]:
         """`admit`, recorded in one transaction with the other requests that arrive meanwhile
-        (group commit, ADR 0019): for a service with many concurrent callers."""
-        return self.committer.admit(window_id, admissions)
+        (group commit, ADR 0019): for a service with many concurrent callers. `timeout`: a
+        request still queued after it is withdrawn (StorageUnavailable, nothing recorded)."""
+        return self.committer.admit(window_id, admissions, timeout)
 
     def submit_with_others(
         self, window_id: str, admissions: Sequence[Admission]
@@ -131,29 +141,45 @@ class Ledger(Application[UUID]):
 
         return self.uow.run(window_id, command)
 
-    def reconcile(self, window_id: str) -> dict[str, Any]:
-        """Resolve the window against the bus (see `ledger.application.reconciliation`)."""
+    def reconcile(self, window_id: str, progress: Progress | None = None) -> dict[str, Any]:
+        """Resolve the window against the bus (see `ledger.application.reconciliation`), in
+        bounded steps, each its own command and transaction; `progress` hears after each."""
+        done = Reconciliation()
+        tried: set[str] = set()
 
-        def command() -> dict[str, Any]:
+        def republish() -> Reconciliation | None:
             window = self.uow.window(window_id)
             if window.is_closed:
-                return {"reconciled": [], "still_unknown": [], "adopted": [], "unadoptable": []}
+                return None
             changes: list[IndexChange] = []
             since = window.version
             reconciled, still_unknown = republish_pending(
-                window, self.publisher, self.reader, changes
+                window, self.publisher, self.reader, changes, tried
             )
-            adopted, unadoptable = adopt_from_bus(window, self.publisher, self.index, changes)
             if changes:
                 self.save(window, index_changes=changes, snapshot=self.loader.due(window, since))
-            return {
-                "reconciled": reconciled,
-                "still_unknown": still_unknown,
-                "adopted": adopted,
-                "unadoptable": unadoptable,
-            }
+            if not reconciled and not still_unknown:
+                return None
+            return Reconciliation(reconciled=reconciled, still_unknown=still_unknown)
 
-        return self.uow.run(window_id, command)
+        def adopt() -> Reconciliation | None:
+            window = self.uow.window(window_id)
+            if window.is_closed:
+                return None
+            changes: list[IndexChange] = []
+            since = window.version
+            step = adopt_step(window, self.publisher, self.index, done, changes)
+            if changes:
+                self.save(window, index_changes=changes, snapshot=self.loader.due(window, since))
+            return step
+
+        for command in (republish, adopt):
+            while (step := self.uow.run(window_id, command)) is not None:
+                done.add(step)
+                tried.update(step.reconciled, step.still_unknown)
+                if progress is not None:
+                    progress(done)
+        return done.as_json()
 
     # --- reads of the write side --------------------------------------------------------
 

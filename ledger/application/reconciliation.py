@@ -1,9 +1,17 @@
 """Reconciling a window with its bus: settle UNKNOWN publishes by re-publishing with the same
 message id (the bus answers the stored sequence if it had it), and adopt the messages the bus
-holds but the ledger lacks (a publish whose answer was lost in a crash)."""
+holds but the ledger lacks (a publish whose answer was lost in a crash).
+
+Both go in bounded steps (ADR 0026), each its own command and transaction, so a backlog of any
+size never holds the event store's lock for long nor one huge write: other windows' admissions
+run between the steps.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from ledger.admissions import identity_of
@@ -23,15 +31,54 @@ from ledger.ports import (
 )
 from ledger.verdicts import IdentityState, Known
 
+# A step's bounds: what one transaction writes (the wedge of issue 11 began near 14 MB).
+STEP_MESSAGES = 250
+STEP_BYTES = 4 * 1024 * 1024
+
+
+@dataclass
+class Reconciliation:
+    """What a reconcile has done so far (its answer, and its progress while it runs)."""
+
+    reconciled: list[str] = field(default_factory=list)
+    still_unknown: list[str] = field(default_factory=list)
+    adopted: list[str] = field(default_factory=list)
+    unadoptable: list[dict[str, Any]] = field(default_factory=list)
+    read_up_to: int = 0  # the last bus sequence adoption has looked at
+    bus_messages: int | None = None  # how many the bus holds for the window, once asked
+
+    def add(self, step: Reconciliation) -> None:
+        self.reconciled += step.reconciled
+        self.still_unknown += step.still_unknown
+        self.adopted += step.adopted
+        self.unadoptable += step.unadoptable
+        self.read_up_to, self.bus_messages = step.read_up_to, step.bus_messages
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "reconciled": self.reconciled,
+            "still_unknown": self.still_unknown,
+            "adopted": self.adopted,
+            "unadoptable": self.unadoptable,
+        }
+
+
+Progress = Callable[[Reconciliation], None]
+
 
 def republish_pending(
-    window: Window, publisher: Publisher, history: HistoryReader, changes: list[IndexChange]
+    window: Window,
+    publisher: Publisher,
+    history: HistoryReader,
+    changes: list[IndexChange],
+    tried: set[str] | None = None,
 ) -> tuple[list[str], list[str]]:
-    if not window.pending:
+    """One step: re-publish up to STEP_MESSAGES pending identities not `tried` yet."""
+    tried = tried or set()
+    todo = list(islice((i for i in window.pending if i not in tried), STEP_MESSAGES))
+    if not todo:
         return [], []
-    unknowns = [
-        history.fields(history.event_at(window.id, window.pending[i])) for i in window.pending
-    ]
+    unknowns = [history.fields(history.event_at(window.id, window.pending[i])) for i in todo]
     messages = [
         OutgoingMessage(
             window.window_id,
@@ -55,26 +102,41 @@ def republish_pending(
     return reconciled, still_unknown
 
 
-def adopt_from_bus(
-    window: Window, bus: Publisher, index: IdentityIndex, changes: list[IndexChange]
-) -> tuple[list[str], list[dict[str, Any]]]:
+def adopt_step(
+    window: Window,
+    bus: Publisher,
+    index: IdentityIndex,
+    so_far: Reconciliation,
+    changes: list[IndexChange],
+) -> Reconciliation | None:
+    """Adopt the next bounded page of the messages after `so_far.read_up_to`: what this step
+    did (the caller adds it to `so_far` once it is saved), or None when there is no more. A
+    bus that does not answer ends adoption: what was settled counts."""
     if not isinstance(bus, InspectableBus):
-        return [], []
+        return None
+    progress = Reconciliation(read_up_to=so_far.read_up_to, bus_messages=so_far.bus_messages)
     try:
-        if bus.count(window.window_id) == window.admitted:
-            return [], []
-        held = list(bus.messages(window.window_id))
+        if progress.bus_messages is None:
+            progress.bus_messages = bus.count(window.window_id)
+            if progress.bus_messages == window.admitted:
+                return None
+        held: list[BusMessage] = []
+        size = 0
+        for message in bus.messages(window.window_id, after=progress.read_up_to):
+            held.append(message)
+            size += _size(message)
+            if len(held) >= STEP_MESSAGES or size >= STEP_BYTES:
+                break
     except (BusUnavailable, PublishRefused):
-        # Adoption waits for a bus that answers; what the re-publish settled still counts.
-        return [], []
+        return None
+    if not held:
+        return None
     known = index.lookup_identities(window.window_id, (m.identity for m in held))
     known.update({c.identity: Known(IdentityState.ADMITTED, c.payload_hash) for c in changes})
-    adopted: list[str] = []
-    unadoptable: list[dict[str, Any]] = []
     for held_message in held:
         obstacle = _obstacle(window.window_id, known.get(held_message.identity), held_message)
         if obstacle:
-            unadoptable.append(
+            progress.unadoptable.append(
                 {
                     "offset": held_message.offset,
                     "identity": held_message.identity,
@@ -87,8 +149,15 @@ def adopt_from_bus(
             record_admitted(window, m, held_message.offset, None)
             known[m.identity] = Known(IdentityState.ADMITTED, m.payload_hash, held_message.offset)
             changes.append(_admitted(window, m, held_message.offset))
-            adopted.append(m.identity)
-    return adopted, unadoptable
+            progress.adopted.append(m.identity)
+    progress.read_up_to = held[-1].offset
+    return progress
+
+
+def _size(message: BusMessage) -> int:
+    m = message.message
+    # The payload dominates; its stored JSON is about its text length.
+    return 512 if m is None else 512 + len(repr(m.payload))
 
 
 def _admitted(window: Window, m: OutgoingMessage, offset: int) -> IndexChange:

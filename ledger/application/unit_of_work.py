@@ -17,6 +17,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Repository
 from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
 
+from ledger.application.storage import as_storage_failure
 from ledger.domain import Window, window_uuid
 from ledger.domain.snapshot import copy_window
 from ledger.errors import ChainBroken, Contention, LedgerError, WindowNotFound
@@ -24,6 +25,7 @@ from ledger.errors import ChainBroken, Contention, LedgerError, WindowNotFound
 MAX_ATTEMPTS = 20
 TRANSIENT_ATTEMPTS = 10  # as eventsourcing's own insert retries
 TRANSIENT_WAIT_SECONDS = 0.2
+TRANSIENT_BUDGET_SECONDS = 5.0  # how long transient errors are retried before a 503
 _LOCK_STRIPES = 64
 
 T = TypeVar("T")
@@ -79,8 +81,14 @@ class Loader(Protocol):
 
 
 class WindowUnitOfWork:
-    def __init__(self, repository: Repository[UUID], loader: Loader) -> None:
+    def __init__(
+        self,
+        repository: Repository[UUID],
+        loader: Loader,
+        retry_seconds: float = TRANSIENT_BUDGET_SECONDS,
+    ) -> None:
         self.repository = repository
+        self.retry_seconds = retry_seconds
         # A window not in the cache: its snapshot and the events after it (ADR 0017).
         self.loader = loader
         self.reruns = 0  # commands re-run after a version conflict (for the benchmarks)
@@ -176,6 +184,7 @@ class WindowUnitOfWork:
                 self.evict(window_id, only_if_dirty=only_if_dirty)
 
         transient = 0
+        retry_until = time.monotonic() + self.retry_seconds
         for _ in range(MAX_ATTEMPTS):
             before = self._keep(window_ids)
             try:
@@ -187,13 +196,17 @@ class WindowUnitOfWork:
                 self._put_back(before)
                 self.reruns += 1
                 command = after_lost_race or command
-            except (OperationalError, InterfaceError):
+            except (OperationalError, InterfaceError) as exc:
                 # A dropped connection or a lock timeout: retried as the library retries
                 # its own inserts (the streamed save is not wrapped by its decorator).
+                # Bounded in attempts and in time: the request has a deadline (ADR 0027).
                 evict_all()
                 transient += 1
-                if transient >= TRANSIENT_ATTEMPTS:
-                    raise
+                if transient >= TRANSIENT_ATTEMPTS or time.monotonic() > retry_until:
+                    failure = as_storage_failure(exc)
+                    if failure is None:
+                        raise
+                    raise failure from exc
                 time.sleep(TRANSIENT_WAIT_SECONDS)
             except ChainBroken:
                 # Loading the window found its stored history broken: re-running would

@@ -23,10 +23,17 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck, StorageType, StreamConfig
 
 from ledger.errors import BusUnavailable, PublishRefused
+from ledger.infrastructure.natswire import (
+    Body,
+    bus_message,
+    decode_ack,
+    decode_body,
+    encode,
+    subject_token,
+)
 from ledger.ports import (
     BusMessage,
     Message,
-    OutgoingMessage,
     Published,
     PublishOutcome,
     Superseded,
@@ -45,35 +52,6 @@ class NatsSettings:
     duplicate_window_seconds: float = 24 * 3600.0
     publish_timeout_seconds: float = 2.0
     connect_timeout_seconds: float = 2.0
-
-
-class _Ack(msgspec.Struct):
-    stream: str | None = None
-    seq: int | None = None
-    duplicate: bool = False
-    error: dict[str, Any] | None = None
-
-
-_decode_ack = msgspec.json.Decoder(_Ack).decode
-
-
-class _Body(msgspec.Struct):
-    window_id: str
-    identity: str
-    event_type: str
-    event_id: str
-    payload: dict[str, Any]
-    payload_hash: str
-
-
-_encode = msgspec.json.Encoder().encode
-_decode_body = msgspec.json.Decoder(_Body).decode
-
-
-def subject_token(window_id: str) -> str:
-    # A window id may hold '.', which would split the subject into tokens (or make an empty
-    # one); '~' never occurs in a window id, so this mapping is one-to-one.
-    return window_id.replace(".", "~")
 
 
 class JetStreamPublisher:
@@ -155,6 +133,12 @@ class JetStreamPublisher:
         await nc.subscribe(f"{self._inbox}.*", cb=self._on_reply)
         self._nc, self._js = nc, js
 
+    def ping(self, timeout: float) -> None:
+        """Raise unless connected (connecting first, as a publish would) and JetStream answers
+        one account-info request within `timeout` (`/health`)."""
+        js = self._connected()
+        self._run(js.account_info(), timeout)
+
     def close(self) -> None:
         if self._nc is not None:
             try:
@@ -175,46 +159,51 @@ class JetStreamPublisher:
             return []
         js = self._connected()
         timeout = self.settings.publish_timeout_seconds
-        # All of a batch's publishes go out concurrently; each settles on its own.
-        return self._run(self._publish_all(js, window_id, messages), timeout * 2 + 5)
+        # All of a batch's publishes go out concurrently; each settles on its own. The inner
+        # deadlines (sending, then acks) bound the call; this one only backs them up.
+        try:
+            return self._run(self._publish_all(js, window_id, messages), timeout * 2 + 5)
+        except TimeoutError:
+            # Whatever was handed to the client may still leave: unknown, never an error.
+            return [Unknown("TimeoutError: the publish did not settle")] * len(messages)
 
     async def _publish_all(
         self, js: JetStreamContext, window_id: str, messages: Sequence[Message]
     ) -> list[PublishOutcome]:
         """Pipelined: every message goes out with its own reply subject on one shared
         subscription, and the batch waits once for all acks (a request per message costs
-        several times more in nats-py). What has not answered by the deadline is Unknown."""
+        several times more in nats-py). What has not answered by the deadline is Unknown.
+
+        Sending has its own deadline (ADR 0025): a stalled server stops reading, the client's
+        pending buffer fills and its forced flush waits forever. A message handed to the
+        client may still leave (its buffer is flushed when the server reads again), so it is
+        Unknown; when none was handed over, the bus refused and nothing was sent."""
         assert self._nc is not None
-        subject = self.subject(window_id)
         loop = asyncio.get_running_loop()
         waiting: dict[str, asyncio.Future[Msg]] = {}
-        for m in messages:
-            self._sequence += 1
-            reply = f"{self._inbox}.{self._sequence}"
-            waiting[reply] = self._waiting[reply] = loop.create_future()
-            await self._nc.publish(
-                subject,
-                _encode(
-                    _Body(
-                        m.window_id,
-                        m.identity,
-                        m.event_type,
-                        m.event_id,
-                        m.payload,
-                        m.payload_hash,
-                    )
-                ),
-                reply=reply,
-                headers={"Nats-Msg-Id": m.identity, "Nats-Expected-Stream": self.settings.stream},
-            )
+        sending = _Sending(self, window_id, messages, waiting, loop)
         try:
+            await sending.run(self.settings.publish_timeout_seconds)
+            if sending.handed_over == 0:
+                raise PublishRefused(
+                    f"NATS at {self.settings.url} took none of the batch's messages: "
+                    f"{sending.failure or 'it stopped reading'}"
+                )
             await asyncio.wait(waiting.values(), timeout=self.settings.publish_timeout_seconds)
         finally:
             for reply in waiting:
                 self._waiting.pop(reply, None)
         outcomes: list[PublishOutcome] = []
         no_stream = 0
-        for m, future in zip(messages, waiting.values(), strict=True):
+        futures = list(waiting.values())
+        for i, m in enumerate(messages):
+            if i >= sending.handed_over:
+                why = sending.failure or "the bus stopped reading before it was sent"
+                # Part of the batch may be on the bus: record this one as unknown too, so the
+                # request is taken whole; reconcile publishes it (the same message id).
+                outcomes.append(Unknown(f"not sent: {why}"))
+                continue
+            future = futures[i]
             if not future.done():
                 future.cancel()
                 timeout = self.settings.publish_timeout_seconds
@@ -226,7 +215,7 @@ class JetStreamPublisher:
                 outcomes.append(Unknown("no responders"))
                 continue
             try:
-                ack = _decode_ack(reply_msg.data)
+                ack = decode_ack(reply_msg.data)
             except msgspec.DecodeError as exc:
                 outcomes.append(Unknown(f"unreadable ack: {exc}"))
                 continue
@@ -240,7 +229,7 @@ class JetStreamPublisher:
             )
         if no_stream == len(messages):
             # Nobody answered for the subject: no stream stored anything.
-            raise PublishRefused(f"no JetStream stream answers for {subject}")
+            raise PublishRefused(f"no JetStream stream answers for {self.subject(window_id)}")
         return outcomes
 
     async def _on_reply(self, msg: Msg) -> None:
@@ -254,12 +243,12 @@ class JetStreamPublisher:
         # The bus already held this message id: make sure it holds *this* payload.
         try:
             stored = await js.get_msg(self.settings.stream, seq=ack.seq)
-            body = _decode_body(stored.data or b"")
+            body = decode_body(stored.data or b"")
         except Exception as exc:
             return Unknown(f"duplicate ack, stored message unreadable: {exc}")
         if body.payload_hash == m.payload_hash:
             return Published(ack.seq)
-        return Superseded(ack.seq, _bus_message(ack.seq, body))
+        return Superseded(ack.seq, bus_message(ack.seq, body))
 
     # --- the receipt witness ------------------------------------------------------------
 
@@ -301,11 +290,11 @@ class JetStreamPublisher:
 
         return self._inspect(count())
 
-    def messages(self, window_id: str) -> Iterator[BusMessage]:
-        """Every message on the window's subject, in stream order."""
+    def messages(self, window_id: str, after: int = 0) -> Iterator[BusMessage]:
+        """The messages on the window's subject after stream sequence `after`, in order."""
         js = self._connected()
         subject = self.subject(window_id)
-        seq = 1
+        seq = after + 1
         while True:
             try:
                 raw = self._inspect(
@@ -315,25 +304,72 @@ class JetStreamPublisher:
                 return
             assert raw.seq is not None
             try:
-                body = _decode_body(raw.data or b"")
+                body = decode_body(raw.data or b"")
             except msgspec.DecodeError:
                 msg_id = (raw.headers or {}).get("Nats-Msg-Id", "")
                 yield BusMessage(raw.seq, msg_id, None)
             else:
-                yield _bus_message(raw.seq, body)
+                yield bus_message(raw.seq, body)
             seq = raw.seq + 1
 
 
-def _bus_message(seq: int, body: _Body) -> BusMessage:
-    return BusMessage(
-        seq,
-        body.identity,
-        OutgoingMessage(
-            body.window_id,
-            body.identity,
-            body.event_type,
-            body.event_id,
-            body.payload,
-            body.payload_hash,
-        ),
-    )
+class _Sending:
+    """Hands a batch's messages to the client in order, until done, the deadline, or the first
+    message the client will not take (nothing of that one was buffered)."""
+
+    def __init__(
+        self,
+        publisher: JetStreamPublisher,
+        window_id: str,
+        messages: Sequence[Message],
+        waiting: dict[str, asyncio.Future[Msg]],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.publisher, self.window_id, self.messages = publisher, window_id, messages
+        self.waiting, self.loop = waiting, loop
+        self.handed_over = 0
+        self.failure: str | None = None
+        self._stop = False
+
+    async def run(self, deadline: float) -> None:
+        task = asyncio.ensure_future(self._send())
+        done, _ = await asyncio.wait({task}, timeout=deadline)
+        if done:
+            task.result()
+            return
+        self._stop = True
+        task.cancel()
+        # nats-py swallows a cancellation inside its forced flush and returns from publish:
+        # the flag then ends the loop before the next message.
+        await asyncio.wait({task}, timeout=0.1)
+        if self.failure is None:
+            self.failure = f"the bus took no more within {deadline:g} s (a full client buffer)"
+
+    async def _send(self) -> None:
+        publisher = self.publisher
+        nc = publisher._nc
+        assert nc is not None
+        subject = publisher.subject(self.window_id)
+        headers = {"Nats-Expected-Stream": publisher.settings.stream}
+        for m in self.messages:
+            if self._stop:
+                return
+            publisher._sequence += 1
+            reply = f"{publisher._inbox}.{publisher._sequence}"
+            body = encode(
+                Body(m.window_id, m.identity, m.event_type, m.event_id, m.payload, m.payload_hash)
+            )
+            self.waiting[reply] = publisher._waiting[reply] = self.loop.create_future()
+            # Counted before the call: once the client has the bytes they may leave.
+            self.handed_over += 1
+            try:
+                await nc.publish(
+                    subject, body, reply=reply, headers={**headers, "Nats-Msg-Id": m.identity}
+                )
+            except nats.errors.Error as exc:
+                # Raised before buffering (closed, reconnecting with a full buffer, too big).
+                self.handed_over -= 1
+                del self.waiting[reply]
+                publisher._waiting.pop(reply, None)
+                self.failure = f"the client refused it ({type(exc).__name__})"
+                return

@@ -6,6 +6,9 @@ import argparse
 import json
 import sys
 
+from tqdm import tqdm
+
+from ledger.application.reconciliation import Reconciliation
 from ledger.receipts import render_markdown
 from service.cli.common import print_json, services
 
@@ -36,6 +39,24 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    with services() as built:
-        print_json(built.reconcile(args.window), sys.stdout)
+    """Reconcile, showing the bounded steps as they go (a large backlog takes a while)."""
+    with (
+        services() as built,
+        tqdm(desc=f"reconciling {args.window}", unit="msg", file=sys.stderr) as bar,
+    ):
+
+        def show(done: Reconciliation) -> None:
+            if done.bus_messages is not None and bar.total is None:
+                bar.total = done.bus_messages
+            settled = len(done.reconciled) + len(done.still_unknown)
+            bar.n = max(done.read_up_to, settled)
+            bar.set_postfix(
+                reconciled=len(done.reconciled),
+                still_unknown=len(done.still_unknown),
+                adopted=len(done.adopted),
+                unadoptable=len(done.unadoptable),
+            )
+
+        result = built.reconcile(args.window, show)
+    print_json(result, sys.stdout)
     return 0

@@ -84,6 +84,7 @@ def token_calls(window_id: str) -> list[tuple[str, str, str, dict[str, Any] | No
         ("read", "GET", "/v1/quarantine", None),
         ("read", "GET", "/", None),
         ("read", "GET", f"/windows/{window_id}", None),
+        ("read", "GET", "/metrics", None),
     ]
 
 

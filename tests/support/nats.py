@@ -386,3 +386,19 @@ def release_event_loop(services: Any) -> None:
         loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
     loop.run_until_complete(loop.shutdown_asyncgens())
     loop.close()
+
+
+def publish_many(url: str, stream: str, subject: str, messages: list[tuple[bytes, str]]) -> int:
+    """Publish (data, msg_id) pairs over one connection, each waiting for its ack; how many
+    the stream stored as new."""
+
+    async def work(js: JetStreamContext) -> int:
+        stored = 0
+        for data, msg_id in messages:
+            ack = await js.publish(
+                subject, data, timeout=5, stream=stream, headers={"Nats-Msg-Id": msg_id}
+            )
+            stored += not ack.duplicate
+        return stored
+
+    return with_jetstream(url, work)

@@ -1,5 +1,5 @@
-"""The test suite's own house rules: a pyramid of four levels, helpers only in tests/support,
-no test importing a conftest or another test module, and unit tests free of I/O."""
+"""The test suite's own house rules: a pyramid of levels and the fault suite, helpers only in
+tests/support, no test importing a conftest or another test module, unit tests free of I/O."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from tests.support import ROOT
 from tests.support.source import imported_modules
 
 TESTS = ROOT / "tests"
-LEVELS = ("unit", "integration", "e2e", "tooling")
+LEVELS = ("unit", "integration", "e2e", "faults", "tooling")
 # What a unit test must not reach for: storage, processes, sockets, the bus, the served app, and
 # the support modules that wrap them.
 UNIT_FORBIDDEN = (
@@ -37,7 +37,7 @@ def is_test_module_or_conftest(module: str) -> bool:
     return last == "conftest" or last.startswith("test_")
 
 
-def test_every_test_module_sits_in_one_of_the_four_levels() -> None:
+def test_every_test_module_sits_in_one_of_the_levels() -> None:
     misplaced = [
         str(path.relative_to(TESTS))
         for path in TESTS.rglob("test_*.py")

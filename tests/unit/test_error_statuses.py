@@ -22,6 +22,7 @@ from ledger import errors
 CONTRACT_STATUS = {
     "invalid_admission": 400,
     "payload_too_large": 413,
+    "nesting_too_deep": 400,
     "window_not_found": 404,
     "window_closed": 409,
     "publish_unknown_pending": 409,
@@ -32,6 +33,7 @@ CONTRACT_STATUS = {
     "bus_unavailable": 503,
     "contention": 503,
     "storage_unavailable": 503,
+    "storage_full": 503,  # issue 11: the database has no space (ADR 0027)
 }
 
 
