@@ -16,6 +16,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from api.auth import TokenAuth
+from api.bounds import BodyBudget, bound_bodies
 from api.controllers import (
     AdmissionsController,
     KeysController,
@@ -27,6 +28,7 @@ from api.errors import EXCEPTION_HANDLERS
 from api.metrics import LedgerMetrics
 from api.pages import STATIC, TEMPLATES, PagesController
 from api.refusals import refuse_control_characters
+from api.shutdown import bound_shutdown
 from service.composition import Services, build_services
 from service.settings import Settings
 from service.tokens import parse_tokens
@@ -43,9 +45,16 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     settings = settings or Settings.from_env()
     auth = TokenAuth(parse_tokens(settings.api_tokens))
     holder: dict[str, Any] = {}
+    # Bytes of request bodies read or being processed at once in this process (ADR 0029).
+    budget = BodyBudget(int(settings.max_inflight_body_mb * 1024 * 1024))
+    bounded = bound_bodies(
+        budget, body_timeout=settings.body_timeout_seconds, max_body_bytes=MAX_REQUEST_BYTES
+    )
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        # Under uvicorn: a second SIGTERM, or an overrun of the shutdown deadline, exits anyway.
+        bound_shutdown(settings.shutdown_timeout_seconds)
         built = services or build_services(settings)
         holder["services"] = app.state.services = built
         holder["metrics"] = app.state.metrics = LedgerMetrics(built)
@@ -94,7 +103,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         },
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=refuse_control_characters,
-        middleware=[measured],
+        # Outermost first: what the bounds answer (503 busy, 408) is measured too.
+        middleware=[measured, bounded],
         lifespan=[lifespan],
         state=State({"auth": auth}),
         request_max_body_size=MAX_REQUEST_BYTES,

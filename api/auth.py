@@ -42,6 +42,14 @@ class TokenAuth:
         scopes = self._presented(connection)
         return scopes is not None and scope in scopes
 
+    def caller(self, connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+        """Who is calling, as far as the service can say without keeping a secret: the scopes
+        of the token presented (never the token, nor a hash of it), or that auth is off."""
+        if not self.enabled:
+            return "an unauthenticated caller (LEDGER_API_TOKENS unset)"
+        scopes = self._presented(connection) or frozenset()
+        return f"a bearer token with scopes {'+'.join(sorted(scopes)) or 'none'}"
+
     def check(self, connection: ASGIConnection[Any, Any, Any, Any], scope: str) -> None:
         if not self.enabled:
             return

@@ -21,6 +21,8 @@ from api.auth import requires
 from api.metrics import LedgerMetrics
 from api.refusals import refuse_deep_admissions
 from api.schemas import (
+    AcceptBusDuplicatesIn,
+    AcceptBusDuplicatesOut,
     AdmissionRequest,
     AdmissionResponse,
     AdmittedPage,
@@ -38,9 +40,9 @@ from api.schemas import (
 )
 from ledger.admissions import NAME_PATTERN, check_window_id, prepare
 from ledger.application import AdmissionResult
+from ledger.application.bus_duplicates import DEFAULT_REASON
 from ledger.application.group_commit import withdrawn
 from ledger.errors import InvalidAdmission, WindowNotFound
-from ledger.receipts import render_markdown
 from service.composition import Services
 
 WindowId = Annotated[str, Parameter(pattern=NAME_PATTERN, max_length=128)]
@@ -187,10 +189,10 @@ class WindowsController(Controller):
     def receipt(
         self, window_id: WindowId, services: ServicesDep, request: Request[Any, Any, Any]
     ) -> Response[Any]:
-        receipt = services.receipt(check_window_id(window_id))
         if "text/markdown" in request.headers.get("accept", ""):
-            reasons = services.gate(window_id)["reasons"]
-            return Response(render_markdown(receipt, reasons), media_type="text/markdown")
+            markdown = services.receipt_markdown(check_window_id(window_id))
+            return Response(markdown, media_type="text/markdown")
+        receipt = services.receipt(check_window_id(window_id))
         return Response(msgspec.convert(receipt, Receipt))
 
     @get(
@@ -258,6 +260,33 @@ class WindowsController(Controller):
     )
     def reconcile(self, window_id: WindowId, services: ServicesDep) -> ReconcileOut:
         return msgspec.convert(services.reconcile(check_window_id(window_id)), ReconcileOut)
+
+    @post(
+        "/{window_id:str}/bus-duplicates/accept",
+        status_code=200,
+        sync_to_thread=True,
+        guards=[requires("operate")],
+        responses=_errors(401, 403, 404, 409, 503),
+        summary="Accept the extra bus messages of admitted identities (duplicate window ended)",
+        description="Records one BusDuplicateAccepted per extra bus message whose identity the "
+        "window admitted at another offset and whose body is the admitted payload; an extra "
+        "with another payload is refused (listed, nothing recorded). Accepting again records "
+        "nothing new. A closed window answers 409 window_closed (ADR 0028).",
+    )
+    def accept_bus_duplicates(
+        self,
+        window_id: WindowId,
+        services: ServicesDep,
+        request: Request[Any, Any, Any],
+        data: JSONBody[AcceptBusDuplicatesIn | None] = None,
+    ) -> AcceptBusDuplicatesOut:
+        caller = request.app.state.auth.caller(request)
+        by = f"{data.by} ({caller})" if data is not None and data.by else caller
+        reason = (data.reason if data is not None else None) or DEFAULT_REASON
+        result = services.accept_bus_duplicates(
+            check_window_id(window_id), accepted_by=by, reason=reason
+        )
+        return msgspec.convert(result, AcceptBusDuplicatesOut)
 
 
 class QuarantineController(Controller):

@@ -27,7 +27,7 @@ from api.presenting import (
 )
 from ledger.admissions import check_window_id
 from ledger.gate import STATUSES
-from ledger.receipts import COUNT_LABELS, GATE_MEANING, render_markdown
+from ledger.receipts import COUNT_LABELS, GATE_MEANING
 from service.composition import Services
 
 HERE = Path(__file__).resolve().parent
@@ -155,7 +155,6 @@ class PagesController(Controller):
     def receipt_markdown(
         self, window_id: FromPath[str], services: NamedDependency[Services]
     ) -> Response[str]:
-        receipt = services.receipt(check_window_id(window_id))
-        reasons = services.gate(window_id)["reasons"]
+        markdown = services.receipt_markdown(check_window_id(window_id))
         # text/plain: a browser shows it instead of downloading it.
-        return Response(render_markdown(receipt, reasons), media_type="text/plain")
+        return Response(markdown, media_type="text/plain")

@@ -142,11 +142,47 @@ class Unadoptable(msgspec.Struct):
     reason: str
 
 
-class ReconcileOut(msgspec.Struct):
+class PastDuplicateWindow(msgspec.Struct):
+    identity: str
+    unknown_since: str
+    reason: str
+
+
+class ReconcileOut(msgspec.Struct, omit_defaults=True):
     reconciled: list[str]
     still_unknown: list[str]
     adopted: list[str]
     unadoptable: list[Unadoptable]
+    # Only when some identity was re-published after the bus's duplicate window (ADR 0028).
+    past_duplicate_window: list[PastDuplicateWindow] = []
+
+
+class AcceptBusDuplicatesIn(msgspec.Struct, forbid_unknown_fields=True):
+    """Who accepts (recorded with the caller's token scopes) and why; both optional."""
+
+    by: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)] | None = None
+
+
+class AcceptedDuplicate(msgspec.Struct):
+    sequence: int  # the extra message's stream sequence
+    identity: str
+    offset: int  # where the identity was admitted
+    payload_hash: str
+
+
+class RefusedDuplicate(msgspec.Struct):
+    sequence: int
+    identity: str
+    offset: int | None
+    reason: str
+
+
+class AcceptBusDuplicatesOut(msgspec.Struct):
+    window_id: str
+    accepted: list[AcceptedDuplicate]
+    refused: list[RefusedDuplicate]
+    already_accepted: int  # extras accepted before this call
 
 
 class QuarantineItem(msgspec.Struct):

@@ -61,8 +61,11 @@ class BusLedgerMismatch(LedgerError):
 
     def __init__(self, window_id: str, bus: int, ledger: int) -> None:
         super().__init__(
-            f"the bus holds {bus} messages for window {window_id!r} but the ledger admitted "
-            f"{ledger}; run reconcile (it adopts messages the ledger lacks) before closing",
+            f"the bus holds {bus} messages for window {window_id!r} but the ledger accounts "
+            f"for {ledger} (admitted, plus extra messages an operator accepted); run reconcile "
+            "(it adopts messages the ledger lacks and names extra ones) before closing; an "
+            "extra message of an admitted identity with its payload can be accepted "
+            "(ledger reconcile --accept-bus-duplicates)",
             bus=bus,
             ledger=ledger,
         )

@@ -51,6 +51,11 @@ COUNT_LABELS = [
     ("pending_unknown", "Still unknown now"),
 ]
 
+BUS_DUPLICATES_LABEL = (
+    "Extra bus messages accepted by an operator (the bus's duplicate window had ended; "
+    "each a `BusDuplicateAccepted` in the history)"
+)
+
 GATE_MEANING = {
     "PASS": "closed, read side agrees with the closing summary, hash chain verified: "
     "downstream may read it",
@@ -64,7 +69,11 @@ def _or_dash(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def render_markdown(receipt: dict[str, Any], reasons: list[str] | None = None) -> str:
+def render_markdown(
+    receipt: dict[str, Any], reasons: list[str] | None = None, bus_duplicates_accepted: int = 0
+) -> str:
+    """`bus_duplicates_accepted`: extra bus messages an operator accepted (ADR 0028): not one
+    of the receipt's counts (their shape is the contract's), shown when there are some."""
     gate = receipt["gate"]
     lines = [
         f"# Receipt for window `{receipt['window_id']}`",
@@ -80,6 +89,8 @@ def render_markdown(receipt: dict[str, Any], reasons: list[str] | None = None) -
         "|---|---:|",
     ]
     lines += [f"| {label} | {receipt['counts'][key]} |" for key, label in COUNT_LABELS]
+    if bus_duplicates_accepted:
+        lines.append(f"| {BUS_DUPLICATES_LABEL} | {bus_duplicates_accepted} |")
     bus = receipt["bus_offsets"]
     lines += [
         "",

@@ -21,6 +21,7 @@ from ledger.infrastructure import fastjson
 from ledger.infrastructure.embedded import EmbeddedPublisher
 from ledger.infrastructure.signing import Ed25519Signer
 from ledger.ports import CheckableBus, Publisher
+from ledger.receipts import render_markdown
 from projections.evidence import EvidenceStore
 from projections.follower import ProjectionRunner
 from projections.migrate import ensure_schema
@@ -151,6 +152,17 @@ class Services:
         self.catch_up()
         return result
 
+    def accept_bus_duplicates(
+        self, window_id: str, *, accepted_by: str, reason: str
+    ) -> dict[str, Any]:
+        """Record an operator's acceptance of the window's extra bus messages (ADR 0028)."""
+        self.evidence.guard(window_id)
+        result = self.ledger.accept_bus_duplicates(
+            window_id, accepted_by=accepted_by, reason=reason
+        )
+        self.catch_up()
+        return result
+
     def catch_up(self) -> None:
         """Bring the read side up to the log's head (used where no runner follows)."""
         if self.following:
@@ -182,6 +194,14 @@ class Services:
 
     def receipt(self, window_id: str) -> dict[str, Any]:
         return self._served(self._projected(window_id, self.read.receipt))
+
+    def receipt_markdown(self, window_id: str) -> str:
+        """The receipt for a reviewer, with the gate's reasons and the extra bus messages an
+        operator accepted (the write side's count: not one of the receipt's counts)."""
+        receipt = self.receipt(window_id)
+        reasons = self.gate(window_id)["reasons"]
+        accepted = self.ledger.get_window(window_id).bus_duplicates_accepted
+        return render_markdown(receipt, reasons, accepted)
 
     def _served(self, receipt: dict[str, Any]) -> dict[str, Any]:
         """A projected receipt as served: with its signature, and its gate held to the checks."""

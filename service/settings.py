@@ -23,6 +23,13 @@ def _seconds(text: str | None, default: float) -> float:
     return value
 
 
+def _positive(text: str | None, default: float) -> float:
+    value = _seconds(text, default)
+    if value == 0 or value == float("inf"):
+        raise ValueError(f"{text!r} is not a number > 0")
+    return value
+
+
 def _count(text: str | None, default: int) -> int:
     value = default if not text else int(text)
     if value < 0:
@@ -67,6 +74,18 @@ class Settings:
     # Every request answers within this (ADR 0027): a queued admission still waiting for its
     # write then answers 503, nothing recorded.
     request_timeout_seconds: float = 10.0
+    # Resource bounds and shutdown of `ledger serve` (ADR 0029). Request bodies read or being
+    # processed at once, per worker process: beyond it a large request waits up to a second,
+    # then answers 503 `busy` before its body is read.
+    max_inflight_body_mb: float = 32.0
+    # A request's body must have arrived in full within this many seconds of its first read (408).
+    body_timeout_seconds: float = 30.0
+    # A connection must send a request's headers in full within this many seconds of opening
+    # (or of its previous answer), and an idle kept-alive one is closed after keep_alive_seconds.
+    header_timeout_seconds: float = 10.0
+    keep_alive_seconds: float = 5.0
+    # SIGTERM: in-flight requests get this long to finish; a second signal exits at once.
+    shutdown_timeout_seconds: float = 15.0
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -92,6 +111,11 @@ class Settings:
                 group_commit_events=_count(env.get("LEDGER_GROUP_COMMIT_EVENTS"), 1000),
                 follower=_follower(env.get("LEDGER_FOLLOWER")),
                 request_timeout_seconds=_seconds(env.get("LEDGER_REQUEST_TIMEOUT_SECONDS"), 10.0),
+                max_inflight_body_mb=_positive(env.get("LEDGER_MAX_INFLIGHT_BODY_MB"), 32.0),
+                body_timeout_seconds=_positive(env.get("LEDGER_BODY_TIMEOUT_SECONDS"), 30.0),
+                header_timeout_seconds=_positive(env.get("LEDGER_HEADER_TIMEOUT_SECONDS"), 10.0),
+                keep_alive_seconds=_positive(env.get("LEDGER_KEEP_ALIVE_SECONDS"), 5.0),
+                shutdown_timeout_seconds=_seconds(env.get("LEDGER_SHUTDOWN_TIMEOUT_SECONDS"), 15.0),
             )
         except SettingsError:
             raise
@@ -174,6 +198,8 @@ class Settings:
                 # A writer waits for the event store's lock well within the request's
                 # deadline, then retries within the rest of it (ADR 0027).
                 POSTGRES_LOCK_TIMEOUT=str(max(1, int(self.request_timeout_seconds * 0.4))),
+                # How long a command waits for a pooled connection (and libpq for a connect).
+                POSTGRES_CONNECT_TIMEOUT=str(max(1, int(self.request_timeout_seconds * 0.3))),
                 # A session stuck in its transaction (its client gone quiet) would hold the
                 # event store's lock for ever: the server ends it (ADR 0026).
                 POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT="15",

@@ -16,6 +16,7 @@ from projections.store import create_read_store
 from service.settings import Settings
 from tests.support.nats import nats_server  # noqa: F401  (the fixture, for every level)
 from tests.support.natsledger import bus, make_nats_services, nats_services  # noqa: F401
+from tests.support.pgcluster import own_postgres  # noqa: F401  (a cluster of the test's own)
 from tests.support.services import postgres_database
 
 BACKENDS = ["sqlite", "postgres"]

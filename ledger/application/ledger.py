@@ -19,6 +19,11 @@ from eventsourcing.persistence import JSONTranscoder
 
 from ledger.admissions import Admission
 from ledger.application.admitting import Admitting
+from ledger.application.bus_duplicates import (
+    DEFAULT_REASON,
+    BusDuplicateAcceptance,
+    accept_step,
+)
 from ledger.application.group_commit import DEFAULT_MAX_EVENTS, GroupCommitter
 from ledger.application.history import HISTORY_PAGE, HistoryReader
 from ledger.application.loading import DEFAULT_SNAPSHOT_INTERVAL, WindowLoader
@@ -126,8 +131,10 @@ class Ledger(Application[UUID]):
                 window.close()
             if isinstance(self.publisher, InspectableBus):
                 on_bus = self.publisher.count(window_id)
-                if on_bus != window.admitted:
-                    raise BusLedgerMismatch(window_id, on_bus, window.admitted)
+                # Extra messages an operator accepted (ADR 0028) are on the bus too.
+                expected = window.admitted + window.bus_duplicates_accepted
+                if on_bus != expected:
+                    raise BusLedgerMismatch(window_id, on_bus, expected)
             check = self.verify(window_id)
             intact = check.ok and check.head == window.chain_head
             since = window.version
@@ -153,14 +160,10 @@ class Ledger(Application[UUID]):
                 return None
             changes: list[IndexChange] = []
             since = window.version
-            reconciled, still_unknown = republish_pending(
-                window, self.publisher, self.reader, changes, tried
-            )
+            step = republish_pending(window, self.publisher, self.reader, changes, tried)
             if changes:
                 self.save(window, index_changes=changes, snapshot=self.loader.due(window, since))
-            if not reconciled and not still_unknown:
-                return None
-            return Reconciliation(reconciled=reconciled, still_unknown=still_unknown)
+            return step if step.reconciled or step.still_unknown else None
 
         def adopt() -> Reconciliation | None:
             window = self.uow.window(window_id)
@@ -180,6 +183,26 @@ class Ledger(Application[UUID]):
                 if progress is not None:
                     progress(done)
         return done.as_json()
+
+    def accept_bus_duplicates(
+        self, window_id: str, *, accepted_by: str, reason: str = DEFAULT_REASON
+    ) -> dict[str, Any]:
+        """Record an operator's acceptance of the extra bus messages of identities the window
+        admitted elsewhere, with the admitted payload (see `ledger.application.bus_duplicates`),
+        in bounded steps; accepting again records nothing new. Refused on a closed window."""
+        run = BusDuplicateAcceptance(window_id, accepted_by, reason or DEFAULT_REASON)
+
+        def command() -> Any:
+            window = self.uow.window(window_id)
+            since = window.version
+            step = accept_step(window, self.publisher, self.index, self.reader, run)
+            if step is not None and step.accepted:
+                self.save(window, snapshot=self.loader.due(window, since))
+            return step
+
+        while (step := self.uow.run(window_id, command)) is not None:
+            run.add(step)
+        return run.as_json()
 
     # --- reads of the write side --------------------------------------------------------
 

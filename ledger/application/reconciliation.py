@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
 from ledger.admissions import identity_of
 from ledger.application.history import HistoryReader
 from ledger.application.judging import record_admitted
-from ledger.domain import Window
+from ledger.domain import META_KEYS, Window, format_recorded_at
 from ledger.errors import BusUnavailable, PublishRefused
 from ledger.jcs import CanonicalizationError, canonicalize, sha256_hex
 from ledger.ports import (
@@ -44,6 +45,8 @@ class Reconciliation:
     still_unknown: list[str] = field(default_factory=list)
     adopted: list[str] = field(default_factory=list)
     unadoptable: list[dict[str, Any]] = field(default_factory=list)
+    # Re-published after the bus's duplicate window: the bus may now hold two messages each.
+    past_duplicate_window: list[dict[str, Any]] = field(default_factory=list)
     read_up_to: int = 0  # the last bus sequence adoption has looked at
     bus_messages: int | None = None  # how many the bus holds for the window, once asked
 
@@ -52,15 +55,19 @@ class Reconciliation:
         self.still_unknown += step.still_unknown
         self.adopted += step.adopted
         self.unadoptable += step.unadoptable
+        self.past_duplicate_window += step.past_duplicate_window
         self.read_up_to, self.bus_messages = step.read_up_to, step.bus_messages
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        answer: dict[str, Any] = {
             "reconciled": self.reconciled,
             "still_unknown": self.still_unknown,
             "adopted": self.adopted,
             "unadoptable": self.unadoptable,
         }
+        if self.past_duplicate_window:  # only then: the usual answer keeps its four keys
+            answer["past_duplicate_window"] = self.past_duplicate_window
+        return answer
 
 
 Progress = Callable[[Reconciliation], None]
@@ -72,13 +79,17 @@ def republish_pending(
     history: HistoryReader,
     changes: list[IndexChange],
     tried: set[str] | None = None,
-) -> tuple[list[str], list[str]]:
-    """One step: re-publish up to STEP_MESSAGES pending identities not `tried` yet."""
+) -> Reconciliation:
+    """One step: re-publish up to STEP_MESSAGES pending identities not `tried` yet. One whose
+    PublishUnknown is older than the bus's duplicate window is named in the answer: had the
+    bus stored its first message, it now holds a second one (ADR 0028)."""
     tried = tried or set()
     todo = list(islice((i for i in window.pending if i not in tried), STEP_MESSAGES))
+    step = Reconciliation()
     if not todo:
-        return [], []
-    unknowns = [history.fields(history.event_at(window.id, window.pending[i])) for i in todo]
+        return step
+    states = [history.state(history.event_at(window.id, window.pending[i])) for i in todo]
+    unknowns = [{k: v for k, v in e.items() if k not in META_KEYS} for e in states]
     messages = [
         OutgoingMessage(
             window.window_id,
@@ -90,16 +101,34 @@ def republish_pending(
         )
         for e in unknowns
     ]
+    dedup = duplicate_window_of(publisher)
+    now = datetime.now(UTC)
     outcomes = publisher.publish(window.window_id, messages, window.admitted + 1)
-    reconciled, still_unknown = [], []
-    for m, outcome in zip(messages, outcomes, strict=True):
+    for m, outcome, state in zip(messages, outcomes, states, strict=True):
         if isinstance(outcome, Published):
             window.reconcile(identity=m.identity, offset=outcome.offset)
-            reconciled.append(m.identity)
+            step.reconciled.append(m.identity)
             changes.append(_admitted(window, m, outcome.offset))
         else:
-            still_unknown.append(m.identity)
-    return reconciled, still_unknown
+            step.still_unknown.append(m.identity)
+        since: datetime = state["timestamp"]
+        if dedup is not None and (now - since).total_seconds() > dedup:
+            step.past_duplicate_window.append(
+                {
+                    "identity": m.identity,
+                    "unknown_since": format_recorded_at(since),
+                    "reason": f"re-published more than the bus's duplicate window ({dedup:g} s) "
+                    "after its first publish: if the bus stored that one, it now holds two "
+                    "messages for the identity (see ledger reconcile --accept-bus-duplicates)",
+                }
+            )
+    return step
+
+
+def duplicate_window_of(bus: Publisher) -> float | None:
+    """How long the bus deduplicates a message id, if it says (None: forever, or unknown)."""
+    seconds = getattr(bus, "duplicate_window_seconds", None)
+    return float(seconds) if isinstance(seconds, int | float) else None
 
 
 def adopt_step(
@@ -133,8 +162,11 @@ def adopt_step(
         return None
     known = index.lookup_identities(window.window_id, (m.identity for m in held))
     known.update({c.identity: Known(IdentityState.ADMITTED, c.payload_hash) for c in changes})
+    dedup = duplicate_window_of(bus)
     for held_message in held:
-        obstacle = _obstacle(window.window_id, known.get(held_message.identity), held_message)
+        obstacle = _obstacle(
+            window.window_id, known.get(held_message.identity), held_message, dedup
+        )
         if obstacle:
             progress.unadoptable.append(
                 {
@@ -164,17 +196,31 @@ def _admitted(window: Window, m: OutgoingMessage, offset: int) -> IndexChange:
     return IndexChange(window.window_id, m.identity, m.payload_hash, IdentityState.ADMITTED, offset)
 
 
-def _obstacle(window_id: str, k: Known | None, held: BusMessage) -> str | None:
+def _obstacle(
+    window_id: str, k: Known | None, held: BusMessage, dedup: float | None = None
+) -> str | None:
     """Why a held message is not adopted: None when it is; "" when the ledger already has its
     identity (nothing to adopt, nothing wrong)."""
     if k is not None and k.state is not IdentityState.ABSENT:
         if k.state is IdentityState.ADMITTED and k.offset not in (None, held.offset):
-            return f"second message for an identity admitted at {k.offset}"
+            return extra_message_reason(k.offset, dedup)
         return ""
-    return _not_adoptable(window_id, held)
+    return not_adoptable(window_id, held)
 
 
-def _not_adoptable(window_id: str, held: BusMessage) -> str | None:
+def extra_message_reason(offset: int | None, dedup: float | None) -> str:
+    """What reconcile says of a second message for an identity admitted at `offset`."""
+    reason = f"second message for an identity admitted at {offset}"
+    if dedup is None:
+        return reason
+    return (
+        f"{reason}: the bus's duplicate window ({dedup:g} s) may have ended before a "
+        "re-publish; if its body is the admitted payload, an operator can accept it "
+        "(ledger reconcile --accept-bus-duplicates)"
+    )
+
+
+def not_adoptable(window_id: str, held: BusMessage) -> str | None:
     """Adopt only what recomputes: the identity and the hash come from the body itself."""
     m = held.message
     if m is None:

@@ -12,7 +12,8 @@ from ledger.domain.chain import (
     chain_digest_of,
     format_recorded_at,
 )
-from ledger.domain.window import AdmittedForm, Window, window_uuid
+from ledger.domain.forms import AdmittedForm
+from ledger.domain.window import Window, window_uuid
 
 __all__ = [
     "GENESIS_DIGEST",

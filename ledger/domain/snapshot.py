@@ -35,6 +35,7 @@ def snapshot_state(window: Window) -> dict[str, Any]:
         "source_offsets": {p: list(r) for p, r in window.source_offsets.items()},
         "summary": window.summary,
         "closed_at": window.closed_at,
+        "bus_duplicates_accepted": window.bus_duplicates_accepted,
     }
 
 
@@ -81,6 +82,8 @@ def window_from_snapshot(state: dict[str, Any]) -> Window:
             "summary": state["summary"],
             "closed_at": state["closed_at"],
             "chain_head": str(state["chain_head"]),
+            # Absent from snapshots written before operators could accept bus duplicates.
+            "bus_duplicates_accepted": int(state.get("bus_duplicates_accepted", 0)),
         }
     )
     return window

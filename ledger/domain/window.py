@@ -8,13 +8,14 @@ a table written in the same transaction as the events.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from ledger.domain.base import ChainedAggregate, own_fields
 from ledger.domain.chain import GENESIS_DIGEST, format_recorded_at
+from ledger.domain.forms import AdmittedForm, admitted_form
 from ledger.errors import PublishUnknownPending, WindowClosed
-from ledger.jcs import MAX_SAFE_INTEGER, canonical_string, canonicalize
+from ledger.jcs import MAX_SAFE_INTEGER
 
 _WINDOW_NAMESPACE = uuid5(NAMESPACE_URL, "urn:admission-ledger:window")
 
@@ -22,15 +23,6 @@ _WINDOW_NAMESPACE = uuid5(NAMESPACE_URL, "urn:admission-ledger:window")
 def window_uuid(window_id: str) -> UUID:
     """Aggregate id of a window: deterministic, so every process finds the same aggregate."""
     return uuid5(_WINDOW_NAMESPACE, window_id)
-
-
-class AdmittedForm(NamedTuple):
-    """The canonical fields of an `EventAdmitted` made before its offset is known: they are
-    `head + offset + tail`. Made ahead (while the index is read), the chain digest of the
-    admission costs no canonicalization on the write path."""
-
-    head: bytes
-    tail: bytes
 
 
 def _bounds(current: list[int] | None, value: int) -> list[int]:
@@ -120,6 +112,21 @@ class Window(ChainedAggregate):
                 window.admitted += 1
                 window._note_offset(self.offset)
 
+    class BusDuplicateAccepted(Event):
+        """An operator accepted an extra bus message (`sequence`) for an identity the window
+        admitted at `offset`, its body hashing to the admitted `payload_hash`: the bus's
+        duplicate window had ended before the re-publish (ADR 0028)."""
+
+        identity: str
+        sequence: int
+        offset: int
+        payload_hash: str
+        accepted_by: str
+        reason: str
+
+        def apply(self, window: Window) -> None:
+            window.bus_duplicates_accepted += 1
+
     class WindowClosed(Event):
         summary: dict[str, Any]
 
@@ -127,6 +134,9 @@ class Window(ChainedAggregate):
             window.status = "CLOSED"
             window.closed_at = format_recorded_at(self.timestamp)
             window.summary = self.summary
+
+    # For a window made from a snapshot written before the counter existed.
+    bus_duplicates_accepted = 0
 
     def __init__(self, window_id: str) -> None:
         self.window_id = window_id
@@ -136,6 +146,7 @@ class Window(ChainedAggregate):
         self.quarantined = 0
         self.publish_unknown = 0
         self.reconciled = 0
+        self.bus_duplicates_accepted = 0  # extra bus messages an operator accepted
         # identity -> version of its PublishUnknown event, while its outcome is UNKNOWN
         self.pending: dict[str, int] = {}
         self.bus_offsets: list[int] | None = None
@@ -236,46 +247,7 @@ class Window(ChainedAggregate):
             canonical_fields,
         )
 
-    @staticmethod
-    def admitted_form(
-        *,
-        identity: str,
-        event_type: str,
-        event_id: str,
-        payload_hash: str,
-        source: dict[str, Any] | None,
-        canonical_payload: bytes,
-    ) -> AdmittedForm:
-        """The canonical fields of the `EventAdmitted` these values would make, around its
-        offset (see `AdmittedForm`). Raises `CanonicalizationError` as `admit` would.
-
-        Written out directly: the field names are fixed and already in RFC 8785 order
-        (event_id, event_type, identity, offset, payload, payload_hash, source), and every
-        value is a string, the payload's canonical bytes or the source (the tests hold this
-        to `canonicalize` and to the `rfc8785` package)."""
-        head = b"".join(
-            (
-                b'{"event_id":',
-                canonical_string(event_id),
-                b',"event_type":',
-                canonical_string(event_type),
-                b',"identity":',
-                canonical_string(identity),
-                b',"offset":',
-            )
-        )
-        tail = b"".join(
-            (
-                b',"payload":',
-                canonical_payload,
-                b',"payload_hash":',
-                canonical_string(payload_hash),
-                b',"source":',
-                b"null" if source is None else canonicalize(source),
-                b"}",
-            )
-        )
-        return AdmittedForm(head, tail)
+    admitted_form = staticmethod(admitted_form)
 
     def absorb_duplicate(
         self,
@@ -359,6 +331,31 @@ class Window(ChainedAggregate):
             offset=offset,
         )
 
+    def accept_bus_duplicate(
+        self,
+        *,
+        identity: str,
+        sequence: int,
+        offset: int,
+        payload_hash: str,
+        accepted_by: str,
+        reason: str,
+    ) -> None:
+        """Record an operator's acceptance of the extra bus message `sequence` for an identity
+        admitted at `offset` (the caller checked the bus and the body)."""
+        self._require_open()
+        if sequence == offset:
+            raise ValueError("the admitted message itself is not an extra one")
+        self.trigger_event(
+            self.BusDuplicateAccepted,
+            identity=identity,
+            sequence=sequence,
+            offset=offset,
+            payload_hash=payload_hash,
+            accepted_by=accepted_by,
+            reason=reason,
+        )
+
     def close(self, *, chain_verified: bool = False, first_bad_version: int | None = None) -> None:
         """Close with the summary the read side must agree with.
 
@@ -377,6 +374,8 @@ class Window(ChainedAggregate):
             "chain_verified": chain_verified,
             "first_bad_version": first_bad_version,
         }
+        if self.bus_duplicates_accepted:  # absent otherwise: ordinary summaries keep their shape
+            summary["bus_duplicates_accepted"] = self.bus_duplicates_accepted
         self.trigger_event(self.WindowClosed, summary=summary)
 
     def bus_offset_range(self) -> dict[str, int | None]:

@@ -69,6 +69,12 @@ class JetStreamPublisher:
         self._sequence = 0
         self._waiting: dict[str, asyncio.Future[Msg]] = {}
 
+    @property
+    def duplicate_window_seconds(self) -> float:
+        """How long the stream deduplicates a message id (a re-publish after it is stored
+        again: reconcile and `--accept-bus-duplicates` say so, ADR 0028)."""
+        return self.settings.duplicate_window_seconds
+
     # --- plumbing -----------------------------------------------------------------------
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:

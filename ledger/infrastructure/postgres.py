@@ -44,6 +44,7 @@ class LedgerPostgresRecorder(SerializedSchema, IdentityReads, PostgresApplicatio
         if self.datastore.originator_id_type != "uuid":
             # Window ids are UUIDs (ledger.domain.window_uuid); the statements below cast to uuid.
             raise ValueError("POSTGRES_ORIGINATOR_ID_TYPE must be uuid for the ledger")
+        self._bound_reconnection()
         # Pooled connections taught the array wrappers of the write path (pgarrays).
         self._taught: weakref.WeakSet[Connection[Any]] = weakref.WeakSet()
         prefix = events_table_name.removesuffix("_events")
@@ -147,6 +148,18 @@ class LedgerPostgresRecorder(SerializedSchema, IdentityReads, PostgresApplicatio
         self._drop_snapshot = SQL(
             "DELETE FROM {snapshots} WHERE originator_id = %s AND originator_version = %s"
         ).format(snapshots=snapshots)
+
+    def _bound_reconnection(self) -> None:
+        """While the database is away, keep every wait shorter than a request's deadline, and
+        reconnect within seconds of its return (ADR 0027): libpq's connect gets a timeout (a
+        server that accepts but never answers would hold a pool worker for ever), and a pool
+        that cannot connect gives up its backoff (1, 2, 4, ... 32 s after a minute) after as
+        long as a request waits for a connection, so the next request's attempt is immediate."""
+        pool = self.datastore.pool
+        wait = max(1, int(pool.timeout))
+        if isinstance(pool.kwargs, dict):
+            pool.kwargs.setdefault("connect_timeout", wait)
+        pool.reconnect_timeout = float(wait)
 
     def _insert_stored_events(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ledger.application.bus_duplicates import DEFAULT_REASON
 from ledger.errors import InvalidAdmission, LedgerError
 from ledger.infrastructure.signing import SigningKeyError
 from projections.migrate import SchemaNotCurrent
@@ -34,11 +35,22 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, text in [
         ("close", cmd_close, "close a window (refused while publishes are unknown)"),
         ("history", cmd_history, "the window's events as JSON lines, with digests"),
-        ("reconcile", cmd_reconcile, "resolve unknown publish outcomes through the bus"),
     ]:
         command = sub.add_parser(name, help=text)
         command.add_argument("window")
         command.set_defaults(func=func)
+
+    reconcile = sub.add_parser("reconcile", help="resolve unknown publish outcomes through the bus")
+    reconcile.add_argument("window")
+    reconcile.add_argument(
+        "--accept-bus-duplicates",
+        action="store_true",
+        help="instead: record an operator's acceptance of the extra bus messages of identities "
+        "the window admitted, with the admitted payload (the bus's duplicate window ended)",
+    )
+    reconcile.add_argument("--by", help="who accepts (default: the OS user)")
+    reconcile.add_argument("--reason", help=f"why (default: {DEFAULT_REASON!r})")
+    reconcile.set_defaults(func=cmd_reconcile)
 
     serve = sub.add_parser("serve", help="run the HTTP service")
     serve.add_argument("--host", default="127.0.0.1")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+from types import FrameType
 
 from ledger.infrastructure.embedded import EmbeddedPublisher
 from service.cli.common import EXIT_BAD_INPUT
@@ -19,6 +21,8 @@ WORKER_HEALTHCHECK_SECONDS = 30
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
+
+    from service.cli.connections import HTTP_PROTOCOL
 
     if args.workers < 1:
         print("error: --workers must be 1 or more", file=sys.stderr)
@@ -67,6 +71,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"ledger: listening on http://{args.host}:{args.port} (API docs at /schema/swagger)",
         file=sys.stderr,
     )
+    print(
+        f"ledger: bounds: {settings.max_inflight_body_mb:g} MiB of request bodies in flight per "
+        f"process, bodies within {settings.body_timeout_seconds:g} s, headers within "
+        f"{settings.header_timeout_seconds:g} s, idle connections closed after "
+        f"{settings.keep_alive_seconds:g} s; SIGTERM finishes in-flight requests within "
+        f"{settings.shutdown_timeout_seconds:g} s (a second SIGTERM exits at once)",
+        file=sys.stderr,
+    )
+    # uvicorn re-raises the stop signal once it has stopped gracefully (which would end the
+    # process by the signal): a stop, then, exits 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_0)
     # Each worker builds its own services from the app factory; with several, uvicorn's
     # supervisor forwards SIGTERM/SIGINT to them and exits once they have stopped.
     uvicorn.run(
@@ -81,5 +97,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
         log_level="warning",
         access_log=False,
+        # Slow and idle clients (ADR 0029): headers within a deadline (the protocol), idle
+        # kept-alive connections closed; the body's deadline is the app's (api/bounds.py).
+        http=HTTP_PROTOCOL,  # by import path: each worker imports it
+        timeout_keep_alive=settings.keep_alive_seconds,  # type: ignore[arg-type]
+        # In-flight requests get this long after SIGTERM, then are cancelled.
+        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,  # type: ignore[arg-type]
     )
     return 0
+
+
+def _exit_0(sig: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)

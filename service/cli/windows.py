@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import os
 import sys
 
 from tqdm import tqdm
 
+from ledger.application.bus_duplicates import DEFAULT_REASON
 from ledger.application.reconciliation import Reconciliation
-from ledger.receipts import render_markdown
-from service.cli.common import print_json, services
+from service.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, print_json, services
 
 
 def cmd_close(args: argparse.Namespace) -> int:
@@ -22,12 +24,10 @@ def cmd_close(args: argparse.Namespace) -> int:
 def cmd_receipt(args: argparse.Namespace) -> int:
     with services() as built:
         built.catch_up()
-        receipt = built.receipt(args.window)
         if args.format == "md":
-            reasons = built.gate(args.window)["reasons"]
-            sys.stdout.write(render_markdown(receipt, reasons))
+            sys.stdout.write(built.receipt_markdown(args.window))
         else:
-            print_json(receipt, sys.stdout)
+            print_json(built.receipt(args.window), sys.stdout)
     return 0
 
 
@@ -39,7 +39,13 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    """Reconcile, showing the bounded steps as they go (a large backlog takes a while)."""
+    """Reconcile, showing the bounded steps as they go (a large backlog takes a while); with
+    --accept-bus-duplicates, record the acceptance of the window's extra bus messages."""
+    if args.accept_bus_duplicates:
+        return accept_bus_duplicates(args)
+    if args.by is not None or args.reason is not None:
+        print("error: --by and --reason go with --accept-bus-duplicates", file=sys.stderr)
+        return EXIT_BAD_INPUT
     with (
         services() as built,
         tqdm(desc=f"reconciling {args.window}", unit="msg", file=sys.stderr) as bar,
@@ -60,3 +66,21 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         result = built.reconcile(args.window, show)
     print_json(result, sys.stdout)
     return 0
+
+
+def accept_bus_duplicates(args: argparse.Namespace) -> int:
+    """One `BusDuplicateAccepted` per acceptable extra message (ADR 0028); exit 1 when some
+    extra message was refused (another payload: not a duplicate)."""
+    by = (args.by or "").strip() or os_user()
+    reason = (args.reason or "").strip() or DEFAULT_REASON
+    with services() as built:
+        result = built.accept_bus_duplicates(args.window, accepted_by=by, reason=reason)
+    print_json(result, sys.stdout)
+    return EXIT_FAILED if result["refused"] else 0
+
+
+def os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no name for this uid (a bare container)
+        return f"uid {os.getuid()}"

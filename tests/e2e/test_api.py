@@ -58,6 +58,7 @@ V1_PATHS = {
     "/v1/windows/{window_id}/history": {"get"},
     "/v1/windows/{window_id}/verify": {"get"},
     "/v1/windows/{window_id}/reconcile": {"post"},
+    "/v1/windows/{window_id}/bus-duplicates/accept": {"post"},
     "/v1/quarantine": {"get"},
     "/v1/keys": {"get"},
 }

@@ -13,8 +13,11 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+from ledger.application import Ledger
+from ledger.errors import PublishRefused
 from service.composition import Services
 from tests.support.builders import batch, event
+from tests.support.invariants import window_problems
 from tests.support.natsledger import PUBLISH_TIMEOUT, Bus, ensure_stream, events_of, verdicts
 from tests.support.services import wait_until
 
@@ -64,3 +67,42 @@ def test_a_batch_larger_than_the_client_buffer_while_the_bus_is_stopped_is_publi
     assert receipt["counts"]["admitted"] == EVENTS
     assert receipt["counts"]["pending_unknown"] == 0
     assert nats_services.gate(window)["status"] == "PASS"
+    assert window_problems(nats_services, window, bus_identities=bus.msg_ids(window)) == []
+
+
+def test_a_large_batch_racing_a_killed_bus_is_refused_or_unknown_and_never_lost_or_doubled(
+    nats_services: Services, bus: Bus
+) -> None:
+    """SIGKILL just before the batch: depending on whether the client noticed, the batch is
+    refused whole (503, nothing recorded: retry) or taken as PUBLISH_UNKNOWN; never a 500.
+    After a restart the retry or reconcile settles it, each identity once on bus and ledger."""
+    bus.server.require_control()
+    ledger, window = nats_services.ledger, "w.killed-big"
+    items = batch(window, *big_batch(window))
+    ensure_stream(nats_services)
+    bus.server.kill()
+
+    try:
+        results = ledger.admit(window, items)
+    except PublishRefused:
+        assert not ledger.has_window(window)  # refused whole: nothing recorded
+    else:
+        assert set(verdicts(results)) == {"PUBLISH_UNKNOWN"}
+
+    bus.server.restart()
+    wait_until(lambda: not _refuses(ledger, window), 15, "the publisher reconnected")
+    results = ledger.admit(window, items)
+    assert set(verdicts(results)) <= {"ADMITTED", "DUPLICATE"}
+    ledger.reconcile(window)
+    assert nats_services.close_window(window)["counts"]["admitted"] == EVENTS
+    assert window_problems(nats_services, window, bus_identities=bus.msg_ids(window)) == []
+
+
+def _refuses(ledger: Ledger, window: str) -> bool:
+    """Whether the bus still refuses: a probe admission to a window of its own."""
+    probe = f"{window}.probe"
+    try:
+        ledger.admit(probe, batch(probe, event("probe")))
+    except PublishRefused:
+        return True
+    return False

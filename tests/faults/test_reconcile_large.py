@@ -15,6 +15,7 @@ from typing import Any
 
 from service.composition import Services
 from tests.support.builders import batch, event
+from tests.support.invariants import window_problems
 from tests.support.nats import publish_many
 from tests.support.natsledger import Bus, admission_body, verdicts
 
@@ -66,3 +67,4 @@ def test_reconcile_adopts_50_mb_of_orphans_while_other_windows_keep_answering(
     receipt = nats_services.close_window(window)
     assert receipt["counts"]["admitted"] == ORPHANS + 1
     assert nats_services.gate(window)["status"] == "PASS"
+    assert window_problems(nats_services, window, bus_identities=bus.msg_ids(window)) == []

@@ -74,6 +74,7 @@ def token_calls(window_id: str) -> list[tuple[str, str, str, dict[str, Any] | No
         ("admit", "POST", f"/v1/windows/{window_id}/admissions", {"events": [event("x")]}),
         ("operate", "POST", f"/v1/windows/{window_id}/close", None),
         ("operate", "POST", f"/v1/windows/{window_id}/reconcile", None),
+        ("operate", "POST", f"/v1/windows/{window_id}/bus-duplicates/accept", None),
         ("read", "GET", "/v1/windows", None),
         ("read", "GET", f"/v1/windows/{window_id}", None),
         ("read", "GET", f"/v1/windows/{window_id}/receipt", None),
