@@ -35,17 +35,17 @@ SMALL_BODY_BYTES = 64 * 1024
 BUSY_WAIT_SECONDS = 1.0
 RETRY_AFTER_SECONDS = 1
 
-_BUSY = msgspec.json.encode(
-    {
-        "error": "busy",
-        "detail": "the server is reading as many request bodies as it holds at once; nothing "
-        "was recorded, retry",
-    }
-)
+BUSY_ANSWER = {
+    "error": "busy",
+    "detail": "the server is reading as many request bodies as it holds at once; nothing "
+    "was recorded, retry",
+}
+BUSY = msgspec.json.encode(BUSY_ANSWER)
 _BODY_TIMEOUT = (
     "the request body did not arrive in full within {:g} s of its headers; nothing was recorded"
 )
 _DISCONNECT: Message = {"type": "http.disconnect"}
+BOUNDED = "ledger.bounded_request"  # the scope key of a request's `BoundedRequest`
 
 
 class BodyBudget:
@@ -57,34 +57,35 @@ class BodyBudget:
             raise ValueError("the in-flight body budget must be at least one byte")
         self.limit = limit
         self.used = 0
-        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._waiters: deque[tuple[int, asyncio.Future[None], int]] = deque()
 
-    def _fits(self, size: int) -> bool:
-        return self.used == 0 or self.used + size <= self.limit
+    def _fits(self, size: int, holding: int = 0) -> bool:
+        return self.used == holding or self.used + size <= self.limit
 
     def charge(self, size: int) -> None:
         """Take `size` bytes without waiting (a small body)."""
         self.used += size
 
-    async def take(self, size: int, wait: float) -> bool:
+    async def take(self, size: int, wait: float, holding: int = 0) -> bool:
         """Take `size` bytes, waiting up to `wait` seconds behind earlier waiters; False if the
-        budget had no room for it by then (nothing taken)."""
-        if not self._waiters and self._fits(size):
+        budget had no room for it by then (nothing taken). `holding`: what the request already
+        holds (a top-up): it goes first when it fits, and fits when it would be alone."""
+        if (holding or not self._waiters) and self._fits(size, holding):
             self.used += size
             return True
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((size, waiter))
+        self._waiters.append((size, waiter, holding))
         try:
             async with asyncio.timeout(wait):
                 await waiter
         except TimeoutError:
             pass
         except BaseException:  # cancelled while waiting: nothing may stay taken
-            self._withdraw(size, waiter)
+            self._withdraw(size, waiter, holding)
             raise
         if waiter.done() and not waiter.cancelled():
             return True  # granted, possibly just as the wait ran out
-        self._withdraw(size, waiter)
+        self._withdraw(size, waiter, holding)
         return False
 
     def give(self, size: int) -> None:
@@ -92,22 +93,22 @@ class BodyBudget:
         if self._waiters:
             self._grant()
 
-    def _withdraw(self, size: int, waiter: asyncio.Future[None]) -> None:
+    def _withdraw(self, size: int, waiter: asyncio.Future[None], holding: int) -> None:
         if waiter.done() and not waiter.cancelled():
             self.give(size)  # granted as it gave up: hand it on
             return
         waiter.cancel()
         with contextlib.suppress(ValueError):
-            self._waiters.remove((size, waiter))
+            self._waiters.remove((size, waiter, holding))
         self._grant()  # a large body at the head no longer holds back those behind it
 
     def _grant(self) -> None:
         while self._waiters:
-            size, waiter = self._waiters[0]
+            size, waiter, holding = self._waiters[0]
             if waiter.done():  # given up already
                 self._waiters.popleft()
                 continue
-            if not self._fits(size):
+            if not self._fits(size, holding):
                 return
             self._waiters.popleft()
             self.used += size
@@ -135,11 +136,11 @@ class BodyDeadlines:
     TICK_SECONDS = 0.25
 
     def __init__(self) -> None:
-        self.waiting: dict[_BoundedRequest, None] = {}
+        self.waiting: dict[BoundedRequest, None] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def add(self, request: _BoundedRequest, loop: asyncio.AbstractEventLoop) -> None:
+    def add(self, request: BoundedRequest, loop: asyncio.AbstractEventLoop) -> None:
         self.waiting[request] = None
         if self._timer is None or self._loop is not loop:
             self._loop = loop
@@ -182,9 +183,10 @@ def bound_bodies(
             elif await budget.take(size, min(BUSY_WAIT_SECONDS, body_timeout)):
                 charged = size
             else:
-                await _answer(send, 503, _BUSY, retry_after=True)
+                await _answer(send, 503, BUSY, retry_after=True)
                 return
-            request = _BoundedRequest(receive, send, budget, deadlines, charged, body_timeout)
+            request = BoundedRequest(receive, send, budget, deadlines, charged, body_timeout)
+            scope[BOUNDED] = request  # for the admissions hook's top-up (`charge_decoding`)
             try:
                 await app(scope, request.receive, request.send)
             finally:
@@ -195,7 +197,7 @@ def bound_bodies(
     return middleware
 
 
-class _BoundedRequest:
+class BoundedRequest:
     """One request's receive and send, bounded: its body within the deadline (else 408), a
     chunked body's bytes charged as they arrive (else 503 `busy`); once this answered, what the
     app sends after it is dropped."""
@@ -241,6 +243,16 @@ class _BoundedRequest:
             self._started = True
         await self._send(message)
 
+    async def top_up(self, size: int) -> bool:
+        """Charge `size` more (what decoding the body will cost beyond its bytes), waiting as a
+        body waits; False when it does not fit by then (nothing more taken)."""
+        if size <= 0:
+            return True
+        if not await self._budget.take(size, BUSY_WAIT_SECONDS, holding=self.charged):
+            return False
+        self.charged += size
+        return True
+
     def expire(self) -> None:
         """The deadline passed while the body was awaited: stop waiting (see `receive`)."""
         if self._task is not None and not self._task.done():
@@ -273,7 +285,7 @@ class _BoundedRequest:
             if self._chunked and (chunk := len(message.get("body", b""))):
                 left = self.deadline - loop.time()
                 if not await self._budget.take(chunk, max(0.0, min(BUSY_WAIT_SECONDS, left))):
-                    return await self._give_up(503, _BUSY, retry_after=True)
+                    return await self._give_up(503, BUSY, retry_after=True)
                 self.charged += chunk
         return message
 

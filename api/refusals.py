@@ -5,12 +5,21 @@ replaces the app's, so the admissions route's hook runs the app's check too."""
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
-from litestar import Request
+from litestar import Request, Response
 from litestar.exceptions import ValidationException
 
+from api.bounds import BOUNDED, BUSY, RETRY_AFTER_SECONDS, SMALL_BODY_BYTES, BoundedRequest
 from ledger.admissions import BODY_LEVELS, check_nesting
+from ledger.errors import PayloadTooLarge
+from ledger.jcs import text_values
+
+# Decoding costs memory by value: up to 145 bytes of resident size a counted bracket or comma
+# (`[{},{},...]`, both decodes of the body alive),
+# where the budget's bytes are reckoned at 8 of resident size each (ADR 0029).
+VALUE_COST = 24
+MAX_VALUES = 1_200_000
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -26,8 +35,35 @@ async def refuse_control_characters(request: Request[Any, Any, Any]) -> None:
         )
 
 
-async def refuse_deep_admissions(request: Request[Any, Any, Any]) -> None:
+async def refuse_deep_admissions(request: Request[Any, Any, Any]) -> Response[Any] | None:
     """The admissions route's hook: the path, then the body's nesting (ADR 0023), before
-    Litestar's decoder recurses into it (near 1,000 levels it fails with a RecursionError)."""
+    Litestar's decoder recurses into it (near 1,000 levels it fails with a RecursionError);
+    then what decoding the body will cost (ADR 0029)."""
     await refuse_control_characters(request)
-    check_nesting(await request.body(), BODY_LEVELS)
+    body = await request.body()
+    check_nesting(body, BODY_LEVELS)
+    return await charge_decoding(request, body)
+
+
+async def charge_decoding(request: Request[Any, Any, Any], body: bytes) -> Response[Any] | None:
+    """A large body is charged to the in-flight budget for its values too, before it is decoded:
+    its bytes alone understate what a body of many small values costs (`[{},{},...]`: forty
+    times its length). Over MAX_VALUES it is refused (413); when the budget has no room for the
+    rest, 503 `busy`, nothing recorded."""
+    if len(body) <= SMALL_BODY_BYTES:
+        return None  # the hot path: at most a few MB decoded, charged by its bytes
+    values = text_values(body)
+    if values > MAX_VALUES:
+        raise PayloadTooLarge(
+            f"the request holds about {values:,} JSON values; a request may hold at most "
+            f"{MAX_VALUES:,}"
+        )
+    bounded = cast("BoundedRequest | None", request.scope.get(BOUNDED))
+    if bounded is None or await bounded.top_up(VALUE_COST * values):
+        return None
+    return Response(
+        content=BUSY,
+        status_code=503,
+        media_type="application/json",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )

@@ -31,6 +31,7 @@ def _migrations() -> Path:
 
 MIGRATIONS = _migrations()
 HEAD = "0004"
+MIGRATION_LOCK = 0x4C45444745520001  # an advisory lock key of the ledger's own ("LEDGER" + 1)
 
 
 class SchemaNotCurrent(RuntimeError):
@@ -53,6 +54,11 @@ def _run(store: ReadStore, action: str, revision: str) -> None:
 
     config = alembic_config()
     with store.writer.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Processes started together on a new database would each create the schema
+            # (a unique violation on alembic_version): one migrates, the others then find it
+            # at head. Held to the end of this transaction.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         config.attributes["connection"] = conn
         getattr(command, action)(config, revision)
 

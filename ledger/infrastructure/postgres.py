@@ -30,6 +30,7 @@ from ledger.infrastructure.pgschema import SerializedSchema
 from ledger.ports import Chunk, IndexChange, WindowSnapshot
 
 LOOKUP_CHUNK = 500
+STATEMENT_TIMEOUT_MS = 120_000
 _BEGIN = SQL("BEGIN")
 _COMMIT = SQL("COMMIT")
 
@@ -45,6 +46,7 @@ class LedgerPostgresRecorder(SerializedSchema, IdentityReads, PostgresApplicatio
             # Window ids are UUIDs (ledger.domain.window_uuid); the statements below cast to uuid.
             raise ValueError("POSTGRES_ORIGINATOR_ID_TYPE must be uuid for the ledger")
         self._bound_reconnection()
+        self._statement_timeout = SQL("SET statement_timeout = {}").format(STATEMENT_TIMEOUT_MS)
         # Pooled connections taught the array wrappers of the write path (pgarrays).
         self._taught: weakref.WeakSet[Connection[Any]] = weakref.WeakSet()
         prefix = events_table_name.removesuffix("_events")
@@ -193,6 +195,9 @@ class LedgerPostgresRecorder(SerializedSchema, IdentityReads, PostgresApplicatio
     def _teach(self, conn: Connection[Any]) -> None:
         if conn not in self._taught:
             pgarrays.register(conn.adapters)
+            # A backstop for a write statement that never ends (the lock and idle timeouts
+            # bound the usual ways to get stuck; ADR 0026); far above any the ledger makes.
+            conn.execute(self._statement_timeout)
             self._taught.add(conn)
 
     def _write_index(self, curs: Cursor[DictRow], index_changes: Sequence[IndexChange]) -> None:

@@ -47,6 +47,7 @@ OPERATIONS = [
     ("GET", "/v1/windows/{window_id}/history"),
     ("GET", "/v1/windows/{window_id}/verify"),
     ("POST", "/v1/windows/{window_id}/reconcile"),
+    ("POST", "/v1/windows/{window_id}/bus-duplicates/accept"),
     ("GET", "/v1/quarantine"),
     ("GET", "/v1/keys"),
     ("GET", "/health"),

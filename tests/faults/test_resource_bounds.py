@@ -45,12 +45,16 @@ BODY_TIMEOUT = 2.0
 SLACK = 2.0
 
 
-def max_size_batch() -> bytes:
-    """~15 MiB: 1,000 events (the most a batch holds) with ~15 KiB string payloads."""
-    pad = "x" * (BODY_BYTES // EVENTS - 80)
-    events = [
-        {"event_type": "t", "event_id": f"e{j}", "payload": {"pad": pad}} for j in range(EVENTS)
-    ]
+def max_size_batch(shape: str = "strings") -> bytes:
+    """1,000 events (the most a batch holds): ~15 MiB of ~15 KiB string payloads, or ("dense")
+    payloads of empty objects, as many values as a request may hold (decoding those costs
+    forty times their bytes: ADR 0029)."""
+    if shape == "dense":
+        per_event = 1_190_000 // EVENTS // 2  # each `{},` counts its brace and its comma
+        payload: dict[str, Any] = {"v": [{}] * per_event}
+    else:
+        payload = {"pad": "x" * (BODY_BYTES // EVENTS - 80)}
+    events = [{"event_type": "t", "event_id": f"e{j}", "payload": payload} for j in range(EVENTS)]
     return json.dumps({"events": events}).encode()
 
 
@@ -79,10 +83,11 @@ def admitted_ids(client: httpx.Client, window_id: str) -> list[str] | None:
             return ids
 
 
+@pytest.mark.parametrize("shape", ["strings", "dense"])
 def test_twenty_concurrent_maximum_size_batches_answer_200_or_busy_within_the_rss_ceiling(
-    migrated: Settings,
+    migrated: Settings, shape: str
 ) -> None:
-    body = max_size_batch()
+    body = max_size_batch(shape)
     answers: dict[int, httpx.Response | BaseException] = {}
     env = {"LEDGER_MAX_INFLIGHT_BODY_MB": str(BUDGET_MB)}
     with running_server(migrated.database_url, extra_env=env) as server:

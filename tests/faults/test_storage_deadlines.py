@@ -102,3 +102,19 @@ def test_the_api_answers_503_storage_unavailable_with_retry_after_while_the_writ
         again = client.post("/v1/windows/w.api-stuck/admissions", json={"events": [event("e1")]})
         assert again.status_code == 200, again.text
         assert again.json()["results"][0]["verdict"] == "ADMITTED"
+
+
+def test_a_write_side_session_is_bounded_by_idle_and_statement_timeouts(
+    services: Services,
+) -> None:
+    """A session stuck in its transaction or in one statement cannot hold the event store's
+    lock for ever: the server ends it (ADR 0026)."""
+    window = "w.bounded-session"
+    services.admit(window, batch(window, event("e1")))
+    recorder = services.ledger.recorder
+    with recorder._connection() as conn:  # type: ignore[attr-defined]
+        settings = {
+            name: conn.execute(f"SHOW {name}").fetchone()[name]
+            for name in ("idle_in_transaction_session_timeout", "statement_timeout")
+        }
+    assert settings == {"idle_in_transaction_session_timeout": "15s", "statement_timeout": "2min"}

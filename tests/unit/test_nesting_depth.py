@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from ledger.admissions import AdmissionIn, prepare
 from ledger.errors import NestingTooDeep
-from ledger.jcs import MAX_DEPTH, nested_deeper_than, text_nested_deeper_than
+from ledger.jcs import MAX_DEPTH, nested_deeper_than, text_nested_deeper_than, text_values
 
 
 def depth_of(value: Any) -> int:
@@ -119,3 +119,11 @@ def test_prepare_refuses_a_payload_nested_deeper_than_the_limit_before_canonical
         item = AdmissionIn(event_type="t", event_id="deep", payload=_payload(depth))
         with pytest.raises(NestingTooDeep, match=r"events\[1\]\.payload .* 64 levels"):
             prepare("w", [edge, item])
+
+
+def test_values_are_counted_outside_strings_only() -> None:
+    assert text_values(b"[1,2,3]") == 3  # the bracket and two commas
+    many = b"[" + b"{}," * 5000 + b"{}]"
+    assert text_values(many) == 1 + 5001 + 5000
+    quoted = b'{"a":"' + b"[,{:" * 5000 + b'","b":[1,2]}'
+    assert text_values(quoted) == 6  # { : , : [ , and nothing of the string
