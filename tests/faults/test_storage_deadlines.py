@@ -11,18 +11,23 @@ queued are withdrawn at it, and each answers 503 `storage_unavailable` with `Ret
 from __future__ import annotations
 
 import dataclasses
+import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
 
+import httpx
 import psycopg
 import pytest
 
 from ledger.errors import StorageUnavailable
-from service.composition import Services, build_services
+from service.composition import Services, build_ledger, build_services
 from service.settings import Settings
 from tests.support.builders import batch, event
 from tests.support.http import in_process
+from tests.support.server import running_server
+from tests.support.services import HOST
 
 DEADLINE = 2.0
 CLIENTS = 4
@@ -118,3 +123,50 @@ def test_a_write_side_session_is_bounded_by_idle_and_statement_timeouts(
             for name in ("idle_in_transaction_session_timeout", "statement_timeout")
         }
     assert settings == {"idle_in_transaction_session_timeout": "15s", "statement_timeout": "2min"}
+
+
+def test_a_queued_admission_whose_client_leaves_is_never_written(
+    postgres_url: str,
+) -> None:
+    """Behind a stuck writer, a client gives up and closes its connection: its request, still
+    queued, is withdrawn then, not written once the writer is free (ADR 0027)."""
+    env = {"LEDGER_REQUEST_TIMEOUT_SECONDS": "8"}
+    with (
+        running_server(postgres_url, extra_env=env) as server,
+        httpx.Client(base_url=server.url, timeout=30.0) as client,
+    ):
+        warm = client.post("/v1/windows/w.warm/admissions", json={"events": [event("e0")]})
+        assert warm.status_code == 200, warm.text
+        first: dict[str, httpx.Response] = {}
+        with psycopg.connect(postgres_url) as lock:
+            lock.execute("LOCK TABLE ledger_events IN EXCLUSIVE MODE")
+            writing = threading.Thread(
+                target=lambda: first.update(
+                    answer=client.post(
+                        "/v1/windows/w.first/admissions", json={"events": [event("a")]}
+                    )
+                )
+            )
+            writing.start()
+            time.sleep(0.3)  # the writer has taken it and waits for the lock
+            body = json.dumps({"events": [event("gone")]}).encode()
+            port = int(server.url.rsplit(":", 1)[1])
+            with socket.create_connection((HOST, port)) as leaving:
+                leaving.sendall(
+                    b"POST /v1/windows/w.gone/admissions HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Type: application/json\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+                time.sleep(0.5)  # queued behind the first; then its client leaves
+            time.sleep(0.5)
+            lock.rollback()  # the writer is free again
+        writing.join(30)
+        assert first["answer"].status_code == 200, first["answer"].text
+        time.sleep(1.0)  # long enough for the writer to have written it, had it stayed
+    reader = build_ledger(Settings(database_url=postgres_url))
+    try:
+        assert reader.has_window("w.first")
+        assert not reader.has_window("w.gone")  # withdrawn when its client left
+    finally:
+        reader.close()
