@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, bindparam, delete, insert, update
+from sqlalchemy import Connection, Table, and_, bindparam, delete, update
 
 from projections.base import ProjectedEvent, to_json
 from projections.tables import admitted
+from projections.upsert import insert_rows
 
 
 class AdmittedProjection:
@@ -50,7 +51,7 @@ class AdmittedProjection:
                 elif new_rows.pop(key, None) is None:
                     dropped.add(key)
         if new_rows:
-            conn.execute(insert(table), list(new_rows.values()))
+            insert_rows(conn, table, list(new_rows.values()))
         if published:
             conn.execute(
                 update(table)

@@ -363,6 +363,39 @@ def test_the_admitted_read_model_lists_admitted_events_in_offset_order_without_u
     assert offsets == sorted(offsets)
 
 
+def test_the_admitted_read_model_keeps_awkward_payloads_sources_and_ids_exactly(services):
+    # Rows reach PostgreSQL as one JSON document a batch (ADR 0032): what JSON escapes (quotes,
+    # backslashes, control characters, non-ASCII) must come back as admitted, and nulls as null.
+    awkward = [
+        {
+            "text": 'a "quoted" \\ back\\slash',
+            "tab": "a\tb\nc",
+            "unicode": "\u00e9\u4e2d\U0001f600",
+        },
+        {"nested": {"list": [1, 2.5, None, True, "x"], "empty": {}}, "big": 2**53 - 1},
+        {"json_in_a_string": '{"k": [1, 2]}', "percent": "%s %(x)s ::json"},
+    ]
+    items_in = [
+        event(f"e{n}", payload, source={"partition": 'p"q', "offset": n} if n != 1 else None)
+        for n, payload in enumerate(awkward)
+    ]
+    services.ledger.admit(
+        "w", batch("w", *[{k: v for k, v in i.items() if v is not None} for i in items_in])
+    )
+    services.ledger.admit("w", batch("w", event('id "with" \\ quotes', {"n": 1})))
+    services.catch_up()
+
+    items, _ = services.read.admitted_events("w", None, None)
+    by_id = {item["event_id"]: item for item in items}
+    assert len(items) == 4
+    for n, payload in enumerate(awkward):
+        assert by_id[f"e{n}"]["payload"] == payload
+        assert by_id[f"e{n}"]["payload_hash"] == payload_hash(payload)
+        assert by_id[f"e{n}"]["source"] == (None if n == 1 else {"partition": 'p"q', "offset": n})
+    assert by_id['id "with" \\ quotes']["payload"] == {"n": 1}
+    assert [item["offset"] for item in items] == [1, 2, 3, 4]
+
+
 # --- paging ---------------------------------------------------------------------------------
 
 
