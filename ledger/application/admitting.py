@@ -204,10 +204,14 @@ class Admitting:
         """Made by the recorder once it holds the table lock: each window catches up and looks
         up its identities again (nothing can change them now) and is judged from that, with
         the bus's answers already given (the lock never waits on the bus), then written."""
+        # Every window's catch-up and lookup in one round trip: the lock is held meanwhile.
+        read_ahead = self._read_all_ahead({w: admissions[w] for w in windows})
         for i, window_id in enumerate(windows):
             plan = plans[i]
             try:
-                again = self._plan(window_id, admissions[window_id], plan.positions, None, plan)
+                again = self._plan(
+                    window_id, admissions[window_id], plan.positions, read_ahead, plan
+                )
             except LedgerError as refusal:
                 if isinstance(refusal, ChainBroken):
                     self.uow.evict(window_id)

@@ -288,3 +288,95 @@ def test_a_window_another_process_writes_during_every_publish_is_admitted_on_the
     assert admitted == ["seed", "rival0", "rival1", "mine"]
     assert ledger.verify("w").ok
     assert rival.verify("w").ok
+
+
+def test_after_a_lost_race_the_next_groups_are_judged_under_the_lock_at_once_and_lose_none(
+    racing: tuple[Ledger, Ledger, _RacingBus],
+) -> None:
+    """Another process writing the same windows makes nearly every optimistic attempt lose
+    (3 servers, requests spread): for a while after a lost race the writer takes the table lock
+    before judging, instead of judging, losing and judging again (ADR 0033)."""
+    ledger, rival, bus = racing
+    ledger.committer.contended_seconds = 600.0  # "a while", however slow this machine is
+    ledger.admit("w", batch("w", event("seed")))
+    bus.rival = lambda: rival.admit("w", batch("w", event("rival0")))
+    assert [r.verdict.value for r in ledger.admit_with_others("w", batch("w", event("a")))] == [
+        "ADMITTED"
+    ]
+    assert (ledger.uow.reruns, ledger.committer.judged_under_lock) == (1, 0)
+    for n in (1, 2, 3):
+        # The rival writes while each request asks the bus, as before: it can no longer win.
+        bus.rival = lambda n=n: rival.admit("w", batch("w", event(f"rival{n}")))
+        results = ledger.admit_with_others("w", batch("w", event(f"b{n}"), event(f"rival{n}")))
+        assert [r.verdict.value for r in results] == ["ADMITTED", "DUPLICATE"]
+    assert ledger.uow.reruns == 1  # none lost since the first
+    assert ledger.committer.judged_under_lock == 3
+    history = ledger.history("w")
+    admitted = [h["fields"]["event_id"] for h in history if h["type"] == "EventAdmitted"]
+    assert admitted == ["seed", "rival0", "a", "rival1", "b1", "rival2", "b2", "rival3", "b3"]
+    assert ledger.verify("w").ok
+
+
+def test_once_the_contention_is_over_groups_are_judged_before_the_lock_again(
+    racing: tuple[Ledger, Ledger, _RacingBus],
+) -> None:
+    ledger, rival, bus = racing
+    ledger.committer.contended_seconds = 0.0  # over at once
+    ledger.admit("w", batch("w", event("seed")))
+    for n in (0, 1):
+        bus.rival = lambda n=n: rival.admit("w", batch("w", event(f"rival{n}")))
+        results = ledger.admit_with_others("w", batch("w", event(f"a{n}")))
+        assert [r.verdict.value for r in results] == ["ADMITTED"]
+    # Each optimistic attempt lost to the rival and was re-run: none was locked from the start.
+    assert (ledger.uow.reruns, ledger.committer.judged_under_lock) == (2, 0)
+    assert ledger.verify("w").ok
+
+
+def test_a_group_judged_under_the_lock_catches_up_all_its_windows_in_one_round_trip(
+    migrated: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under the lock every window's catch-up and lookup go in one read (ADR 0033): the
+    lock is held for one round trip, not one a window."""
+    slow = Settings(
+        database_url=migrated.database_url, signing_key=migrated.signing_key, group_commit_ms=300
+    )
+    bus = _RacingBus()
+    with ExitStack() as made:
+        ledger = build_ledger(slow, bus)
+        made.callback(ledger.close)
+        rival = build_ledger(migrated, ScriptedBus())
+        made.callback(rival.close)
+        ledger.committer.contended_seconds = 600.0
+        for window_id in WINDOWS:
+            ledger.admit(window_id, batch(window_id, event("seed")))
+        bus.rival = lambda: rival.admit("g-1", batch("g-1", event("rival")))
+        ledger.admit_with_others("g-1", batch("g-1", event("lost-a-race")))
+        assert ledger.uow.reruns == 1
+        for window_id in WINDOWS:  # another process writes every window
+            rival.admit(window_id, batch(window_id, event(f"theirs-{window_id}")))
+
+        reads: list[list[str]] = []
+        real = ledger.index.catch_up_and_look_up_many
+
+        def counted(lookups: Sequence[Any], *args: Any, **kwargs: Any) -> Any:
+            reads.append(sorted(lookup.window_id for lookup in lookups))
+            return real(lookups, *args, **kwargs)
+
+        monkeypatch.setattr(ledger.index, "catch_up_and_look_up_many", counted)
+        groups = ledger.committer.groups
+        futures = [
+            ledger.submit_with_others(w, batch(w, event("mine"), event(f"theirs-{w}")))
+            for w in WINDOWS
+        ]
+        for future in futures:
+            assert [r.verdict.value for r in future.result(timeout=60)] == [
+                "ADMITTED",
+                "DUPLICATE",
+            ]
+        assert ledger.committer.groups == groups + 1  # one transaction
+        assert ledger.committer.judged_under_lock == 1
+        # Before the lock (the bus is asked from this read), then under it: one read each.
+        assert reads == [sorted(WINDOWS), sorted(WINDOWS)]
+        assert ledger.uow.reruns == 1
+        for window_id in WINDOWS:
+            assert ledger.verify(window_id).ok
