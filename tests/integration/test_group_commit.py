@@ -184,16 +184,24 @@ class _RacingBus(ScriptedBus):
         return super().publish(window_id, messages, next_sequence)
 
 
+def racing_ledgers(made: ExitStack, settings: Settings) -> tuple[Ledger, Ledger, _RacingBus]:
+    """A ledger whose bus lets a rival ledger (default settings) write the window just before
+    its transaction."""
+    bus = _RacingBus()
+    ledger = build_ledger(settings, bus)
+    made.callback(ledger.close)
+    rival = build_ledger(
+        Settings(database_url=settings.database_url, signing_key=settings.signing_key),
+        ScriptedBus(),
+    )
+    made.callback(rival.close)
+    return ledger, rival, bus
+
+
 @pytest.fixture
 def racing(migrated: Settings) -> Iterator[tuple[Ledger, Ledger, _RacingBus]]:
-    """A ledger whose bus lets a rival ledger write the window just before its transaction."""
-    bus = _RacingBus()
     with ExitStack() as made:
-        ledger = build_ledger(migrated, bus)
-        made.callback(ledger.close)
-        rival = build_ledger(migrated, ScriptedBus())
-        made.callback(rival.close)
-        yield ledger, rival, bus
+        yield racing_ledgers(made, migrated)
 
 
 def test_a_race_lost_in_the_middle_of_a_streamed_group_re_runs_it_and_records_each_once(
@@ -340,12 +348,8 @@ def test_a_group_judged_under_the_lock_catches_up_all_its_windows_in_one_round_t
     slow = Settings(
         database_url=migrated.database_url, signing_key=migrated.signing_key, group_commit_ms=300
     )
-    bus = _RacingBus()
     with ExitStack() as made:
-        ledger = build_ledger(slow, bus)
-        made.callback(ledger.close)
-        rival = build_ledger(migrated, ScriptedBus())
-        made.callback(rival.close)
+        ledger, rival, bus = racing_ledgers(made, slow)
         ledger.committer.contended_seconds = 600.0
         for window_id in WINDOWS:
             ledger.admit(window_id, batch(window_id, event("seed")))
