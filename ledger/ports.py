@@ -183,15 +183,28 @@ class SnapshotStore(Protocol):
         ...
 
 
+@dataclass
+class LockedRead:
+    """Reads made once the write lock is held, before the first chunk is made (ADR 0033):
+    `found` holds what `catch_up_and_look_up_many(lookups)` would answer, a lookup each."""
+
+    lookups: Sequence[Lookup]
+    found: list[tuple[Sequence[StoredEvent], dict[str, Known]]] | None = None
+
+
 class StreamingRecorder(Protocol):
-    def insert_event_stream(self, chunks: Iterable[Chunk], lock_first: bool = False) -> None:
+    def insert_event_stream(
+        self, chunks: Iterable[Chunk], lock_first: bool = False, read: LockedRead | None = None
+    ) -> None:
         """Record every chunk's events and index changes, in order, in one transaction.
 
         The chunks are made while the transaction runs (a generator doing the domain work), so
         a recorder may send each one to the database before the next is made. A later chunk's
         change of an identity overrides an earlier one's. `lock_first`: hold the write lock
         before the first chunk is made, so that what the generator reads then cannot be
-        outdated by another writer before the commit (ADR 0022).
+        outdated by another writer before the commit (ADR 0022); `read` (with `lock_first`):
+        make these reads under the lock, in the same round trip as taking it, before the
+        first chunk is made (ADR 0033).
         """
         ...
 

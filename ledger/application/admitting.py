@@ -9,31 +9,29 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Repository
-from eventsourcing.persistence import Mapper, PersistenceError, StoredEvent
+from eventsourcing.application import Repository
+from eventsourcing.persistence import Mapper, StoredEvent
 
 from ledger.admissions import Admission
 from ledger.application.chunking import chunk_bounds
 from ledger.application.judging import (
     Forms,
-    LateMismatch,
     admitted_form,
-    judge_after_close,
     judge_arrival,
-    record_late,
     to_publish,
 )
+from ledger.application.late_arrivals import LateArrivalsRecorder
 from ledger.application.loading import WindowLoader
 from ledger.application.results import AdmissionResult
 from ledger.application.unit_of_work import StaleWindow, WindowUnitOfWork, replay
 from ledger.domain import Window
-from ledger.domain.late import LateArrivals, late_arrivals_uuid
 from ledger.errors import ChainBroken, LedgerError
 from ledger.jcs import CanonicalizationError
 from ledger.ports import (
     Chunk,
     IdentityIndex,
     IndexChange,
+    LockedRead,
     Lookup,
     Publisher,
     PublishOutcome,
@@ -89,7 +87,7 @@ class Admitting:
         self.recorder = recorder
         self.index = index
         self.publisher = publisher
-        self.save = save
+        self.late = LateArrivalsRecorder(repository, save)
         self.loader = loader
 
     def window_and_index(
@@ -171,11 +169,13 @@ class Admitting:
                 for p in positions:
                     outcomes[p] = self._after_close_or_refusal(window_id, requests[p][1])
         if plans:
+            read = None
             if judge_under_lock:
-                chunks = self._judged_under_lock(plans, planned, combined_by_window)
+                read, ahead = self._locked_read(planned, combined_by_window)
+                chunks = self._judged_under_lock(plans, planned, combined_by_window, ahead)
             else:
                 chunks = self._group_chunks(plans)
-            self.recorder.insert_event_stream(chunks, lock_first=judge_under_lock)
+            self.recorder.insert_event_stream(chunks, lock_first=judge_under_lock, read=read)
             for plan in plans:
                 self._put_in_cache(plan.window)
                 answers = iter(plan.results)
@@ -198,14 +198,38 @@ class Admitting:
             for (window_id, window), (newer, known) in zip(cached, found, strict=True)
         }
 
+    def _locked_read(
+        self, windows: list[str], admissions: dict[str, list[Admission]]
+    ) -> tuple[LockedRead, Callable[[], ReadAhead]]:
+        """The cached windows' catch-up and lookup, to be made by the recorder in the round
+        trip that takes the table lock (ADR 0033); then, what they found, by window."""
+        cached = [(w, c.id, c.version) for w in windows if (c := self.uow.cached(w)) is not None]
+        read = LockedRead(
+            [Lookup(i, v, w, [a.identity for a in admissions[w]]) for w, i, v in cached]
+        )
+
+        def ahead() -> ReadAhead:
+            if read.found is None:  # not read under the lock: each window reads on its own
+                return {}
+            return {
+                window_id: (version, newer, known)
+                for (window_id, _, version), (newer, known) in zip(cached, read.found, strict=True)
+            }
+
+        return read, ahead
+
     def _judged_under_lock(
-        self, plans: list[_Plan], windows: list[str], admissions: dict[str, list[Admission]]
+        self,
+        plans: list[_Plan],
+        windows: list[str],
+        admissions: dict[str, list[Admission]],
+        ahead: Callable[[], ReadAhead],
     ) -> Iterator[Chunk]:
         """Made by the recorder once it holds the table lock: each window catches up and looks
         up its identities again (nothing can change them now) and is judged from that, with
         the bus's answers already given (the lock never waits on the bus), then written."""
-        # Every window's catch-up and lookup in one round trip: the lock is held meanwhile.
-        read_ahead = self._read_all_ahead({w: admissions[w] for w in windows})
+        # What the recorder read in the lock's own round trip (ADR 0033).
+        read_ahead = ahead()
         for i, window_id in enumerate(windows):
             plan = plans[i]
             try:
@@ -276,7 +300,7 @@ class Admitting:
     ) -> list[AdmissionResult] | BaseException:
         known = self.index.lookup_identities(window_id, (a.identity for a in admissions))
         try:
-            return self.after_close(window_id, admissions, known)
+            return self.late.after_close(window_id, admissions, known)
         except LedgerError as refusal:
             return refusal
 
@@ -302,53 +326,6 @@ class Admitting:
         # its lock) starts from here and reads only the events it lacks.
         if self.repository.cache is not None:
             self.repository.cache.put(window.id, window)
-
-    def after_close(
-        self, window_id: str, admissions: Sequence[Admission], known: dict[str, Known]
-    ) -> list[AdmissionResult]:
-        """Exact duplicates are answered and nothing is recorded; anything else refuses the
-        whole batch (`WindowClosed`), after its late mismatches are recorded beside the sealed
-        window, never in it (contract s.9)."""
-        judged = judge_after_close(window_id, admissions, known)
-        if judged.mismatches:
-            self.record_late(window_id, judged.mismatches)
-        if judged.refusal is not None:
-            raise judged.refusal
-        return judged.results
-
-    def record_late(self, window_id: str, mismatches: Sequence[LateMismatch]) -> None:
-        """Save the mismatches in the window's `LateArrivals`, in one transaction (the identity
-        index is not touched: a late arrival changes no identity's state)."""
-        late_id = late_arrivals_uuid(window_id)
-        try:
-            late = self._late_arrivals(window_id, late_id)
-            with late.one_moment():
-                record_late(late, mismatches)
-            self.save(late)
-        except BaseException:
-            # The cache hands out the object itself: one ahead of storage must not stay there
-            # (another process's version conflict, for one, re-runs the command).
-            if self.repository.cache is not None:
-                with contextlib.suppress(KeyError):
-                    self.repository.cache.get(late_id, evict=True)
-            raise
-
-    def _late_arrivals(self, window_id: str, late_id: UUID) -> LateArrivals:
-        try:
-            late: LateArrivals = self.repository.get(late_id)
-        except AggregateNotFoundError:
-            return LateArrivals.open(window_id)
-        except PersistenceError:
-            raise  # storage itself: the unit of work re-runs or reports it
-        except Exception as exc:
-            # A stored late event gone, out of place or undecodable: said, never built on
-            # (nor a 500).
-            raise ChainBroken(
-                f"the stored late arrivals of window {window_id!r} do not replay ({exc!r}); "
-                "this late arrival was not recorded",
-                window_id=window_id,
-            ) from exc
-        return late
 
     def _publish(
         self, window_id: str, window: Window | None, wanted: dict[str, Admission]

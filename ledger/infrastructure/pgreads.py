@@ -9,7 +9,7 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
-from psycopg import Connection
+from psycopg import Connection, Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import Composed
 
@@ -50,36 +50,54 @@ class IdentityReads:
         self, lookups: Sequence[Lookup], meanwhile: Callable[[], None] = lambda: None
     ) -> list[tuple[Sequence[StoredEvent], dict[str, Known]]]:
         with self._connection() as conn:
-            cursors = []
+            cursors: list[tuple[UUID, Cursor[DictRow], Cursor[DictRow]]] = []
             try:
                 # Autocommit: each statement reads the latest commits; each window's index
                 # after its events. All of them in one pipeline: one round trip.
                 with conn.pipeline():
-                    for lookup in lookups:
-                        events, index = conn.cursor(), conn.cursor()
-                        cursors.append((lookup.originator_id, events, index))
-                        events.execute(
-                            self._newer_events,
-                            (lookup.originator_id, lookup.after_version),
-                            prepare=True,
-                        )
-                        wanted = identity_keys(dict.fromkeys(lookup.identities))
-                        index.execute(self._lookup, (wanted, lookup.window_id), prepare=False)
+                    self.send_reads(conn, lookups, cursors)
                     meanwhile()  # Python work that needs no answer, while the server looks up
-                return [
-                    (list(_stored(originator_id, events.fetchall())), _known_rows(index.fetchall()))
-                    for originator_id, events, index in cursors
-                ]
+                return fetch_reads(cursors)
             finally:
-                for _, events, index in cursors:
-                    events.close()
-                    index.close()
+                close_reads(cursors)
+
+    def send_reads(
+        self,
+        conn: Connection[DictRow],
+        lookups: Sequence[Lookup],
+        cursors: list[tuple[UUID, Cursor[DictRow], Cursor[DictRow]]],
+    ) -> None:
+        """Queue each lookup's two reads on `conn` (in a pipeline); their cursors go to
+        `cursors`, for `fetch_reads` once the pipeline has been synced."""
+        for lookup in lookups:
+            events, index = conn.cursor(), conn.cursor()
+            cursors.append((lookup.originator_id, events, index))
+            events.execute(
+                self._newer_events, (lookup.originator_id, lookup.after_version), prepare=True
+            )
+            wanted = identity_keys(dict.fromkeys(lookup.identities))
+            index.execute(self._lookup, (wanted, lookup.window_id), prepare=False)
 
     def lookup_identities(self, window_id: str, identities: Iterable[str]) -> dict[str, Known]:
         with self._connection() as conn, conn.cursor() as curs:
             wanted = identity_keys(dict.fromkeys(identities))
             curs.execute(self._lookup, (wanted, window_id), prepare=False)
             return _known_rows(curs.fetchall())
+
+
+def fetch_reads(
+    cursors: Sequence[tuple[UUID, Cursor[DictRow], Cursor[DictRow]]],
+) -> list[tuple[Sequence[StoredEvent], dict[str, Known]]]:
+    return [
+        (list(_stored(originator_id, events.fetchall())), _known_rows(index.fetchall()))
+        for originator_id, events, index in cursors
+    ]
+
+
+def close_reads(cursors: Sequence[tuple[UUID, Cursor[DictRow], Cursor[DictRow]]]) -> None:
+    for _, events, index in cursors:
+        events.close()
+        index.close()
 
 
 def _stored(originator_id: UUID, rows: Iterable[Any]) -> Iterator[StoredEvent]:

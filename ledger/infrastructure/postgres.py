@@ -25,9 +25,9 @@ from psycopg.sql import SQL, Identifier, Literal
 
 from ledger.infrastructure import pgarrays
 from ledger.infrastructure.pgarrays import ByteaArray, Int8Array, TextArray
-from ledger.infrastructure.pgreads import IdentityReads
+from ledger.infrastructure.pgreads import IdentityReads, close_reads, fetch_reads
 from ledger.infrastructure.pgschema import SerializedSchema
-from ledger.ports import Chunk, IndexChange, WindowSnapshot
+from ledger.ports import Chunk, IndexChange, LockedRead, WindowSnapshot
 
 LOOKUP_CHUNK = 500
 STATEMENT_TIMEOUT_MS = 120_000
@@ -300,7 +300,9 @@ class LedgerPostgresRecorder(SerializedSchema, IdentityReads, PostgresApplicatio
             self._send_events(curs, events)
         self._write_index(curs, changes)
 
-    def insert_event_stream(self, chunks: Iterable[Chunk], lock_first: bool = False) -> None:
+    def insert_event_stream(
+        self, chunks: Iterable[Chunk], lock_first: bool = False, read: LockedRead | None = None
+    ) -> None:
         """One pipelined transaction: each chunk's statements go to the server as soon as the
         chunk is made, so the server writes chunk k while Python makes chunk k+1 (two cores).
         Same statements, same lock, same all-or-nothing as `insert_events`; a unique violation
@@ -321,7 +323,15 @@ class LedgerPostgresRecorder(SerializedSchema, IdentityReads, PostgresApplicatio
                                 # generator reads from now on no other writer can outdate.
                                 self._lock_table(curs)
                                 self._notify_channel(curs)
-                                pipeline.sync()
+                                reads: list[Any] = []
+                                try:
+                                    if read is not None:  # in the lock's round trip
+                                        self.send_reads(conn, read.lookups, reads)
+                                    pipeline.sync()
+                                    if read is not None:
+                                        read.found = fetch_reads(reads)
+                                finally:
+                                    close_reads(reads)
                                 locked = True
                             for events, changes, snapshot in chunks:
                                 if not locked and (events or changes):

@@ -24,7 +24,7 @@ from uuid import UUID
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 
-from ledger.ports import Chunk, IndexChange, Lookup, WindowSnapshot
+from ledger.ports import Chunk, IndexChange, LockedRead, Lookup, WindowSnapshot
 from ledger.verdicts import IdentityState, Known
 
 LOOKUP_CHUNK = 500
@@ -159,10 +159,15 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
             )
         return ids
 
-    def insert_event_stream(self, chunks: Iterable[Chunk], lock_first: bool = False) -> None:
+    def insert_event_stream(
+        self, chunks: Iterable[Chunk], lock_first: bool = False, read: LockedRead | None = None
+    ) -> None:
         # SQLite is in-process: nothing to overlap with, so it is one ordinary insert. Its
         # writers are the threads of one process, already serialized per window, so
-        # `lock_first` needs nothing more here (another process's write is still a conflict).
+        # `lock_first` needs nothing more here (another process's write is still a conflict),
+        # and the reads "under the lock" are ordinary reads.
+        if read is not None:
+            read.found = self.catch_up_and_look_up_many(read.lookups)
         stored_events: list[StoredEvent] = []
         changes: dict[str, IndexChange] = {}
         snapshot: WindowSnapshot | None = None

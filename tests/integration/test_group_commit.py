@@ -16,10 +16,11 @@ import pytest
 from ledger.admissions import Admission
 from ledger.application import STREAM_CHUNK, AdmissionResult, Ledger
 from ledger.errors import WindowClosed
-from ledger.ports import Message, PublishOutcome
+from ledger.ports import LockedRead, Message, PublishOutcome
 from service.composition import Services, build_ledger, build_services
 from service.settings import Settings
 from tests.support.builders import batch, event
+from tests.support.builders import identity as identity_of
 from tests.support.bus import ScriptedBus
 from tests.support.storage import fail_inserts_after, heal_inserts
 
@@ -340,11 +341,12 @@ def test_once_the_contention_is_over_groups_are_judged_before_the_lock_again(
     assert ledger.verify("w").ok
 
 
-def test_a_group_judged_under_the_lock_catches_up_all_its_windows_in_one_round_trip(
+def test_a_group_judged_under_the_lock_reads_its_windows_in_the_round_trip_taking_the_lock(
     migrated: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Under the lock every window's catch-up and lookup go in one read (ADR 0033): the
-    lock is held for one round trip, not one a window."""
+    """Under the lock every window's catch-up and lookup are made by the recorder, in the
+    round trip that takes the lock (ADR 0033): the lock is held for no read of its own, and
+    not for one a window."""
     slow = Settings(
         database_url=migrated.database_url, signing_key=migrated.signing_key, group_commit_ms=300
     )
@@ -359,14 +361,27 @@ def test_a_group_judged_under_the_lock_catches_up_all_its_windows_in_one_round_t
         for window_id in WINDOWS:  # another process writes every window
             rival.admit(window_id, batch(window_id, event(f"theirs-{window_id}")))
 
-        reads: list[list[str]] = []
-        real = ledger.index.catch_up_and_look_up_many
+        outside: list[list[str]] = []  # reads made apart from the recorder's write
+        locked: list[LockedRead | None] = []
+        writing = threading.local()
+        real_read = ledger.index.catch_up_and_look_up_many
+        real_write = ledger._admitting.recorder.insert_event_stream
 
-        def counted(lookups: Sequence[Any], *args: Any, **kwargs: Any) -> Any:
-            reads.append(sorted(lookup.window_id for lookup in lookups))
-            return real(lookups, *args, **kwargs)
+        def read(lookups: Sequence[Any], *args: Any, **kwargs: Any) -> Any:
+            if not getattr(writing, "now", False):
+                outside.append(sorted(lookup.window_id for lookup in lookups))
+            return real_read(lookups, *args, **kwargs)
 
-        monkeypatch.setattr(ledger.index, "catch_up_and_look_up_many", counted)
+        def write(chunks: Any, lock_first: bool = False, read: LockedRead | None = None) -> None:
+            locked.append(read)
+            writing.now = True
+            try:
+                real_write(chunks, lock_first, read)
+            finally:
+                writing.now = False
+
+        monkeypatch.setattr(ledger.index, "catch_up_and_look_up_many", read)
+        monkeypatch.setattr(ledger._admitting.recorder, "insert_event_stream", write)
         groups = ledger.committer.groups
         futures = [
             ledger.submit_with_others(w, batch(w, event("mine"), event(f"theirs-{w}")))
@@ -379,8 +394,17 @@ def test_a_group_judged_under_the_lock_catches_up_all_its_windows_in_one_round_t
             ]
         assert ledger.committer.groups == groups + 1  # one transaction
         assert ledger.committer.judged_under_lock == 1
-        # Before the lock (the bus is asked from this read), then under it: one read each.
-        assert reads == [sorted(WINDOWS), sorted(WINDOWS)]
+        assert outside == [sorted(WINDOWS)]  # before the lock (the bus is asked from it)
+        (under,) = locked
+        assert under is not None and under.found is not None
+        assert sorted(lookup.window_id for lookup in under.lookups) == sorted(WINDOWS)
+        for lookup in under.lookups:
+            w = lookup.window_id
+            assert sorted(lookup.identities) == sorted(
+                [identity_of(w, "mine"), identity_of(w, f"theirs-{w}")]
+            )
+        # Nothing was written in between: the read before the lock had caught them up.
+        assert [len(newer) for newer, _ in under.found] == [0, 0, 0]
         assert ledger.uow.reruns == 1
         for window_id in WINDOWS:
             assert ledger.verify(window_id).ok
