@@ -257,7 +257,8 @@ class Admitting:
         any transaction: the table lock never waits on the bus). None for a closed window.
         `asked`: a plan of the same requests made before the lock, whose bus answers are
         used instead of asking again (the identities to publish can only have become fewer)."""
-        forms: Forms = {}
+        # Forms depend on the admissions alone: those made before the lock are kept.
+        forms: Forms = {} if asked is None else asked.forms
 
         def make_forms() -> None:
             # What an admission's EventAdmitted will hash, whatever its verdict: made while
