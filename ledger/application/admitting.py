@@ -10,7 +10,7 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import Repository
-from eventsourcing.persistence import Mapper, StoredEvent
+from eventsourcing.persistence import Mapper
 
 from ledger.admissions import Admission
 from ledger.application.chunking import chunk_bounds
@@ -22,6 +22,7 @@ from ledger.application.judging import (
 )
 from ledger.application.late_arrivals import LateArrivalsRecorder
 from ledger.application.loading import WindowLoader
+from ledger.application.reading import ReadAhead, locked_read, read_all_ahead, unread_windows
 from ledger.application.results import AdmissionResult
 from ledger.application.unit_of_work import StaleWindow, WindowUnitOfWork, replay
 from ledger.domain import Window
@@ -31,17 +32,12 @@ from ledger.ports import (
     Chunk,
     IdentityIndex,
     IndexChange,
-    LockedRead,
     Lookup,
     Publisher,
     PublishOutcome,
     StreamingRecorder,
 )
 from ledger.verdicts import IdentityState, Known
-
-# A group's reads made ahead, by window: the cached version they follow, its newer events, its
-# identities' states.
-ReadAhead = dict[str, tuple[int, Sequence[StoredEvent], dict[str, Known]]]
 
 
 class GroupFailure(Exception):
@@ -129,6 +125,7 @@ class Admitting:
         self,
         requests: Sequence[tuple[str, Sequence[Admission]]],
         judge_under_lock: bool = False,
+        read_first: bool = True,
     ) -> list[list[AdmissionResult] | BaseException]:
         """Judge every request in order and record them all in one transaction; each
         request's results, or the refusal of that request alone (nothing of it recorded).
@@ -139,7 +136,10 @@ class Admitting:
 
         `judge_under_lock` (a re-run after a lost race, ADR 0022): the windows are read and
         the bus asked as usual, then read again and judged once the transaction holds the
-        table lock, so that no other process can win the race again."""
+        table lock, so that no other process can win the race again. `read_first=False`
+        (with it, ADR 0033): when the bus is the ledger itself and every window is cached and
+        open, the read before the lock is skipped; whatever that misses (a window closed
+        meanwhile) ends the attempt as a lost race, and the re-run reads first."""
         outcomes: list[list[AdmissionResult] | BaseException | None] = [None] * len(requests)
         by_window: dict[str, list[int]] = {}
         for position, (window_id, _) in enumerate(requests):
@@ -150,11 +150,28 @@ class Admitting:
             window_id: [a for p in positions for a in requests[p][1]]
             for window_id, positions in by_window.items()
         }
-        read_ahead = self._read_all_ahead(combined_by_window)
+        unread = (
+            None
+            if read_first or not judge_under_lock
+            else unread_windows(self.uow, self.publisher, by_window)
+        )
+        read_ahead = {} if unread else read_all_ahead(self.uow, self.index, combined_by_window)
         for window_id, positions in by_window.items():
             combined = combined_by_window[window_id]
             try:
-                plan = self._plan(window_id, combined, positions, read_ahead)
+                plan = (
+                    _Plan(
+                        unread[window_id],
+                        unread[window_id].version,
+                        combined,
+                        {},
+                        {},
+                        {},
+                        positions,
+                    )
+                    if unread
+                    else self._plan(window_id, combined, positions, read_ahead)
+                )
             except LedgerError as refusal:
                 if isinstance(refusal, ChainBroken):
                     # A cached window's catch-up may have applied part of what it read.
@@ -171,7 +188,7 @@ class Admitting:
         if plans:
             read = None
             if judge_under_lock:
-                read, ahead = self._locked_read(planned, combined_by_window)
+                read, ahead = locked_read(self.uow, planned, combined_by_window)
                 chunks = self._judged_under_lock(plans, planned, combined_by_window, ahead)
             else:
                 chunks = self._group_chunks(plans)
@@ -182,41 +199,6 @@ class Admitting:
                 for p in plan.positions:
                     outcomes[p] = [next(answers) for _ in requests[p][1]]
         return [o if o is not None else [] for o in outcomes]
-
-    def _read_all_ahead(self, admissions: dict[str, list[Admission]]) -> ReadAhead:
-        """The cached windows' newer events and identities, for every window of a group in
-        one round trip (ADR 0020) instead of one a window; `window_and_index` takes them."""
-        cached = [(w, c) for w in admissions if (c := self.uow.cached(w)) is not None]
-        if len(cached) < 2:
-            return {}
-        lookups = [
-            Lookup(c.id, c.version, w, [a.identity for a in admissions[w]]) for w, c in cached
-        ]
-        found = self.index.catch_up_and_look_up_many(lookups)
-        return {
-            window_id: (window.version, newer, known)
-            for (window_id, window), (newer, known) in zip(cached, found, strict=True)
-        }
-
-    def _locked_read(
-        self, windows: list[str], admissions: dict[str, list[Admission]]
-    ) -> tuple[LockedRead, Callable[[], ReadAhead]]:
-        """The cached windows' catch-up and lookup, to be made by the recorder in the round
-        trip that takes the table lock (ADR 0033); then, what they found, by window."""
-        cached = [(w, c.id, c.version) for w in windows if (c := self.uow.cached(w)) is not None]
-        read = LockedRead(
-            [Lookup(i, v, w, [a.identity for a in admissions[w]]) for w, i, v in cached]
-        )
-
-        def ahead() -> ReadAhead:
-            if read.found is None:  # not read under the lock: each window reads on its own
-                return {}
-            return {
-                window_id: (version, newer, known)
-                for (window_id, _, version), (newer, known) in zip(cached, read.found, strict=True)
-            }
-
-        return read, ahead
 
     def _judged_under_lock(
         self,

@@ -178,8 +178,9 @@ class GroupCommitter:
 
                 def under_lock(
                     requests: list[tuple[str, Sequence[Admission]]] = requests,
+                    read_first: bool = True,
                 ) -> list[list[AdmissionResult] | BaseException]:
-                    return self.admitting.admit_group(requests, True)
+                    return self.admitting.admit_group(requests, True, read_first)
 
                 # Another process writes these windows too (a race was lost lately): judge
                 # under the lock at once rather than lose the race again (ADR 0033).
@@ -188,7 +189,10 @@ class GroupCommitter:
                 reruns = self.uow.reruns
                 try:
                     results = self.uow.run_group(
-                        [w for w, _ in requests], under_lock if contended else command, under_lock
+                        [w for w, _ in requests],
+                        # The first attempt may skip the read before the lock (ADR 0033).
+                        (lambda: under_lock(read_first=False)) if contended else command,
+                        under_lock,
                     )
                 except GroupFailure as failure:
                     for position, exc in failure.refusals.items():

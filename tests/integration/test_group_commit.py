@@ -16,6 +16,7 @@ import pytest
 from ledger.admissions import Admission
 from ledger.application import STREAM_CHUNK, AdmissionResult, Ledger
 from ledger.errors import WindowClosed
+from ledger.infrastructure.embedded import EmbeddedPublisher
 from ledger.ports import LockedRead, Message, PublishOutcome
 from service.composition import Services, build_ledger, build_services
 from service.settings import Settings
@@ -167,14 +168,12 @@ def test_a_storage_failure_fails_every_request_of_the_group_and_records_nothing(
     assert services.ledger.verify("w").ok
 
 
-class _RacingBus(ScriptedBus):
+class _Rival:
     """While the ledger publishes (after it read the window, before it writes), another
     process writes into the same window, once: the ledger's streamed write then loses the
     version race in its first chunk, with more chunks already on their way."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.rival: Callable[[], Any] | None = None
+    rival: Callable[[], Any] | None = None
 
     def publish(
         self, window_id: str, messages: Sequence[Message], next_sequence: int
@@ -182,7 +181,18 @@ class _RacingBus(ScriptedBus):
         rival, self.rival = self.rival, None
         if rival is not None:
             rival()
-        return super().publish(window_id, messages, next_sequence)
+        published: list[PublishOutcome] = super().publish(  # type: ignore[misc]
+            window_id, messages, next_sequence
+        )
+        return published
+
+
+class _RacingBus(_Rival, ScriptedBus):
+    """A scripted bus (its answers kept, so a re-run under the lock uses them)."""
+
+
+class _RacingEmbedded(_Rival, EmbeddedPublisher):
+    """The embedded bus (offsets from the window's own count: asked again under the lock)."""
 
 
 def racing_ledgers(made: ExitStack, settings: Settings) -> tuple[Ledger, Ledger, _RacingBus]:
@@ -408,3 +418,65 @@ def test_a_group_judged_under_the_lock_reads_its_windows_in_the_round_trip_takin
         assert ledger.uow.reruns == 1
         for window_id in WINDOWS:
             assert ledger.verify(window_id).ok
+
+
+@pytest.fixture
+def racing_embedded(migrated: Settings) -> Iterator[tuple[Ledger, Ledger, _RacingEmbedded]]:
+    bus = _RacingEmbedded()
+    with ExitStack() as made:
+        ledger = build_ledger(migrated, bus)
+        made.callback(ledger.close)
+        rival = build_ledger(migrated, EmbeddedPublisher())
+        made.callback(rival.close)
+        ledger.committer.contended_seconds = 600.0
+        ledger.admit("w", batch("w", event("seed")))
+        bus.rival = lambda: rival.admit("w", batch("w", event("rival")))
+        ledger.admit_with_others("w", batch("w", event("lost-a-race")))
+        assert ledger.uow.reruns == 1  # contended from now on
+        yield ledger, rival, bus
+
+
+def test_while_contended_the_embedded_bus_needs_no_read_before_the_lock(
+    racing_embedded: tuple[Ledger, Ledger, _RacingEmbedded],
+    monkeypatch: pytest.MonkeyPatch,
+    backend: str,
+) -> None:
+    """With the ledger as its own bus, everything a group needs is read under the lock (ADR
+    0033): the read before it is skipped, and what another process wrote is still judged."""
+    ledger, rival, _ = racing_embedded
+    rival.admit("w", batch("w", event("theirs")))
+    reads: list[Any] = []
+    real = ledger.index.catch_up_and_look_up_many
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        reads.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ledger.index, "catch_up_and_look_up_many", counted)
+    results = ledger.admit_with_others("w", batch("w", event("mine"), event("theirs")))
+    assert [(r.verdict.value, r.offset) for r in results] == [("ADMITTED", 5), ("DUPLICATE", 4)]
+    assert ledger.committer.judged_under_lock == 1
+    assert ledger.uow.reruns == 1  # no race lost
+    # PostgreSQL reads in the round trip that takes the lock, nothing before it; SQLite (in
+    # process) makes the same read the usual way, once, while holding its lock.
+    assert len(reads) == (0 if backend == "postgres" else 1)
+    history = ledger.history("w")
+    admitted = [h["fields"]["event_id"] for h in history if h["type"] == "EventAdmitted"]
+    assert admitted == ["seed", "rival", "lost-a-race", "theirs", "mine"]
+    assert ledger.verify("w").ok
+
+
+def test_while_contended_a_window_closed_by_another_process_is_answered_as_closed(
+    racing_embedded: tuple[Ledger, Ledger, _RacingEmbedded],
+) -> None:
+    """The group skipped its read before the lock; under it, it finds the window closed: the
+    attempt ends as a lost race and the re-run (reading first) answers as after a close."""
+    ledger, rival, _ = racing_embedded
+    rival.close_window("w")
+    duplicate = ledger.admit_with_others("w", batch("w", event("seed")))
+    assert [r.verdict.value for r in duplicate] == ["DUPLICATE"]
+    with pytest.raises(WindowClosed):
+        ledger.admit_with_others("w", batch("w", event("new-after-close")))
+    history = ledger.history("w")
+    assert history[-1]["type"] == "WindowClosed"
+    assert ledger.verify("w").ok
