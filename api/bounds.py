@@ -190,6 +190,10 @@ def bound_bodies(
             try:
                 await app(scope, request.receive, request.send)
             finally:
+                # It holds the server's `receive`, which holds the scope: left in the scope,
+                # that cycle kept the request's body (and what the scope caches of it) alive
+                # until a full collection, past its charge (ADR 0034).
+                del scope[BOUNDED]
                 budget.give(request.charged)
 
         return bounded

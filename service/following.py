@@ -16,6 +16,7 @@ every process that does not run the follower itself: polling the tracking positi
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import multiprocessing
 import signal
@@ -43,6 +44,9 @@ def follow_until_told(settings: Settings, wakes: Connection) -> None:
     ledger = build_ledger(settings, EmbeddedPublisher())
     runner = ProjectionRunner(ledger.recorder, ledger.mapper.transcoder, store)
     runner.start()
+    # This process does nothing else: what start-up made is out of the cycle collector's
+    # reach, as in the server's own process (ADR 0031).
+    gc.freeze()
     try:
         while True:
             try:

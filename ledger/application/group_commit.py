@@ -114,6 +114,10 @@ class GroupCommitter:
                 return
             group, stopping = self._gather(first)
             self._write(group)
+            # Let the written group go now, not when the next request comes: a large batch's
+            # admissions (several times its body) would outlive its answer, unaccounted by the
+            # in-flight body budget (ADR 0029).
+            del first, group
             if stopping:
                 return
 

@@ -86,7 +86,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Each worker builds its own services from the app factory; with several, uvicorn's
     # supervisor forwards SIGTERM/SIGINT to them and exits once they have stopped.
     uvicorn.run(
-        "api.app:create_app",
+        "api.app:serve_app",
         factory=True,
         host=args.host,
         port=args.port,

@@ -128,6 +128,35 @@ def test_twenty_concurrent_maximum_size_batches_answer_200_or_busy_within_the_rs
                     assert ids is None  # the window was never opened
 
 
+def test_maximum_size_batches_one_after_another_leave_the_peak_where_the_first_put_it(
+    migrated: Settings,
+) -> None:
+    """Each answered batch's memory is freed when it is answered (ADR 0034): it used to stay
+    until a full collection (the scope held it in a cycle) or the next request (the writer
+    thread held the group), so 15 MiB batches one at a time raised the peak ~30 MiB each."""
+    body = max_size_batch()
+    with (
+        running_server(migrated.database_url) as server,
+        httpx.Client(base_url=server.url, timeout=60.0) as client,
+    ):
+
+        def admit(i: int) -> None:
+            response = client.post(
+                f"/v1/windows/seq{i}/admissions",
+                content=body,
+                headers={"content-type": "application/json"},
+            )
+            assert response.status_code == 200, response.text
+
+        admit(0)
+        admit(1)
+        after_two = peak_rss_bytes(server.process.pid)
+        for i in range(2, 7):
+            admit(i)
+        peak = peak_rss_bytes(server.process.pid)
+    assert peak - after_two <= BODY_BYTES, f"the peak rose {(peak - after_two) / 2**20:.0f} MiB"
+
+
 # --- slow and idle clients ------------------------------------------------------------------
 
 

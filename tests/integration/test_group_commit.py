@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import random
 import threading
+import time
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
@@ -144,6 +146,29 @@ def test_a_refused_request_fails_alone_and_the_rest_of_its_group_is_recorded(
     assert [r.verdict.value for r in duplicate] == ["DUPLICATE"]
     assert services.ledger.committer.groups == 1
     assert [h["type"] for h in services.ledger.history("open-1")][1:] == ["EventAdmitted"] * 2
+
+
+class _TrackedBatch(list[Admission]):
+    """A batch whose release can be watched (a list subclass takes a weak reference)."""
+
+
+def test_a_written_group_is_let_go_once_answered_not_kept_until_the_next_request(
+    grouping: Callable[..., Services],
+) -> None:
+    """A 15 MiB batch's admissions are several times its body: kept by the writer thread until
+    the next request came, they outlived their answer and the in-flight body budget that
+    accounted for them (ADR 0034)."""
+    services = grouping(wait_ms=1.0)
+    admissions = _TrackedBatch(batch("let-go", event("a"), event("b")))
+    watched = weakref.ref(admissions)
+    pending = services.submit_admission("let-go", admissions)
+    assert pending is not None
+    assert [r.verdict.value for r in pending.result(timeout=60)] == ["ADMITTED", "ADMITTED"]
+    del admissions, pending
+    deadline = time.monotonic() + 30.0  # the writer thread lets go just after answering
+    while watched() is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert watched() is None, "the writer thread still holds the answered group"
 
 
 def test_a_storage_failure_fails_every_request_of_the_group_and_records_nothing(
