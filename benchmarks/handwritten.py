@@ -98,10 +98,15 @@ def build_app(database_url: str) -> Litestar:
         with pool.connection() as conn:
             conn.execute(CREATE)
 
+    def stop() -> None:
+        # Not `pool.close` itself: Litestar passes a hook that takes arguments the app, which
+        # the pool took for its timeout (the shutdown failed with a TypeError).
+        pool.close()
+
     return Litestar(
         route_handlers=[admissions, health],
         on_startup=[start],
-        on_shutdown=[pool.close],
+        on_shutdown=[stop],
         debug=False,
     )
 

@@ -19,6 +19,7 @@ import contextlib
 import gc
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 from multiprocessing.connection import Connection
@@ -90,6 +91,8 @@ class FollowerProcess:
         )
         process.start()
         reader.close()
+        # Never wait on the child: a full pipe already holds wakes it has not read (ADR 0035).
+        os.set_blocking(writer.fileno(), False)
         self._process, self._wakes = process, writer
 
     def wake(self, urgent: bool = False) -> None:
@@ -98,6 +101,11 @@ class FollowerProcess:
                 return
             try:
                 self._wakes.send_bytes(HURRY if urgent else WAKE)
+            except BlockingIOError:
+                # The child has 13,000 wakes unread (stopped, or slower than the admissions
+                # for a while): it will wake anyway. Waiting here once blocked the event loop
+                # of the leader until the child read again, /health included (ADR 0035).
+                return
             except OSError:
                 # The child is gone (killed, out of memory): its end of the pipe closed. A new
                 # one starts from the tracking positions; nothing is applied twice (ADR 0006).
