@@ -20,7 +20,7 @@ from litestar.types import Receive
 
 from api.auth import requires
 from api.metrics import LedgerMetrics
-from api.refusals import refuse_deep_admissions
+from api.refusals import decoded_strictly, refuse_deep_admissions, strict_admissions
 from api.schemas import (
     AcceptBusDuplicatesIn,
     AcceptBusDuplicatesOut,
@@ -65,7 +65,6 @@ def _errors(*codes: int) -> dict[int, ResponseSpec]:
     return specs
 
 
-_strict_admissions = msgspec.json.Decoder(AdmissionRequest).decode
 # Requests of up to this many events are prepared on the event loop (ADR 0020).
 INLINE_PREPARE_EVENTS = 16
 # After this long waiting for its write, a request also listens for its client leaving.
@@ -94,13 +93,17 @@ class AdmissionsController(Controller):
         # on every request, the hottest path of the service.
         services: Services = request.app.state.services
         metrics: LedgerMetrics = request.app.state.metrics
-        # Litestar converts leniently ("1" -> 1); the contract says wrong types are a 400, so
-        # the body (already read and cached) is decoded again, strictly. `data` declares the
-        # schema for the OpenAPI document.
-        try:
-            strict = _strict_admissions(await request.body())
-        except msgspec.ValidationError as exc:
-            raise InvalidAdmission(str(exc)) from None
+        # The route's hook decoded the body strictly (ADR 0036). Otherwise `data` is Litestar's
+        # lenient conversion ("1" -> 1) of a body the strict decoder refused; the contract says
+        # wrong types are a 400, so the strict decoder says why. `data` declares the schema for
+        # the OpenAPI document.
+        if decoded_strictly(request, data):
+            strict = data
+        else:
+            try:
+                strict = strict_admissions(await request.body())
+            except msgspec.ValidationError as exc:
+                raise InvalidAdmission(str(exc)) from None
         events = strict.events
         if len(events) <= INLINE_PREPARE_EVENTS:
             # A few events are validated and hashed here (tens of microseconds each).
