@@ -26,6 +26,7 @@ from api.schemas import (
     AcceptBusDuplicatesOut,
     AdmissionRequest,
     AdmissionResponse,
+    AdmissionResultOut,
     AdmittedPage,
     ErrorBody,
     GateNotPassed,
@@ -121,17 +122,16 @@ class AdmissionsController(Controller):
             # A sealed window's guard may read its history: in a thread, not on the event loop.
             results = await anyio.to_thread.run_sync(lambda: services.admit(window_id, admissions))
         services.wake_follower()  # the read side applies it now rather than at the next poll
-        counts = Counter(r.verdict.value for r in results)
-        for verdict, n in counts.items():
-            metrics.admissions.labels(verdict).inc(n)
-        return msgspec.convert(
-            {
-                "window_id": window_id,
-                "results": [r.as_json() for r in results],
-                "counts": dict(counts),
-            },
-            AdmissionResponse,
-        )
+        # Built as structs directly, not converted from dictionaries: a third of the cost for
+        # a batch's 500 results.
+        out = [
+            AdmissionResultOut(event_type, event_id, identity, payload_hash, verdict.value, offset)
+            for event_type, event_id, identity, payload_hash, verdict, offset in results
+        ]
+        counts: Counter[str] = Counter(r.verdict for r in out)
+        for verdict_name, n in counts.items():
+            metrics.admissions.labels(verdict_name).inc(n)
+        return AdmissionResponse(window_id, out, dict(counts))
 
 
 async def _within_deadline(
