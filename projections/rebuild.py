@@ -39,7 +39,7 @@ def rebuild(
         with runner.store.writer.begin() as conn:
             start, started = position, time.monotonic()
             while time.monotonic() - started < REBUILD_COMMIT_SECONDS:
-                notifications = runner.read(position, runner.page)
+                notifications = runner.read_page(position)
                 if not notifications:
                     break
                 events = runner.decoder.decode(conn, notifications)
@@ -83,7 +83,7 @@ def _switch(
         conn.execute(
             select(tracking.c.position).where(tracking.c.name == projection.name).with_for_update()
         )
-        while notifications := runner.read(position, runner.page):
+        while notifications := runner.read_page(position):
             events = runner.decoder.decode(conn, notifications)
             projection.apply(conn, events, shadow)
             position = events[-1].position

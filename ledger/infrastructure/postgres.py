@@ -24,6 +24,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier, Literal
 
 from ledger.infrastructure import pgarrays
+from ledger.infrastructure.logpages import PostgresLogPages
 from ledger.infrastructure.pgarrays import ByteaArray, Int8Array, TextArray
 from ledger.infrastructure.pgreads import IdentityReads, close_reads, fetch_reads
 from ledger.infrastructure.pgschema import SerializedSchema
@@ -35,7 +36,9 @@ _BEGIN = SQL("BEGIN")
 _COMMIT = SQL("COMMIT")
 
 
-class LedgerPostgresRecorder(SerializedSchema, IdentityReads, PostgresApplicationRecorder):
+class LedgerPostgresRecorder(
+    SerializedSchema, IdentityReads, PostgresLogPages, PostgresApplicationRecorder
+):
     def __init__(self, datastore: Any, *, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
         if self.datastore.enable_db_functions:

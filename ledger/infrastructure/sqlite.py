@@ -24,13 +24,14 @@ from uuid import UUID
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 
+from ledger.infrastructure.logpages import SQLiteLogPages
 from ledger.ports import Chunk, IndexChange, LockedRead, Lookup, WindowSnapshot
 from ledger.verdicts import IdentityState, Known
 
 LOOKUP_CHUNK = 500
 
 
-class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
+class LedgerSQLiteRecorder(SQLiteApplicationRecorder, SQLiteLogPages):
     index_table = "identity_index"
     snapshot_table = "window_snapshots"  # each window's latest snapshot (ADR 0017)
 

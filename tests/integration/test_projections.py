@@ -4,6 +4,7 @@ runners, the background follower. Every test runs on SQLite and on PostgreSQL (t
 
 from __future__ import annotations
 
+import itertools
 import threading
 from typing import Any
 
@@ -601,3 +602,30 @@ def test_on_postgresql_a_notification_wakes_the_follower_even_with_polling_turne
         "a NOTIFY to wake the follower",
     )
     assert follower.receipt("w")["counts"]["admitted"] == 5
+
+
+def test_a_step_applies_at_most_page_bytes_of_the_log_and_at_most_a_page_of_events(services):
+    """Small events go a page a step; events of 10 KB go as many as fit in `page_bytes`, and
+    one larger than it goes alone, so a step's memory is bounded whatever the payloads weigh,
+    even where heavy events follow light ones (ADR 0037)."""
+    runner = services.runner
+    runner.page, runner.page_bytes = 50, 64 * 1024
+    services.ledger.admit("small", batch("small", *[event(f"s{n}") for n in range(120)]))
+    heavy = [event(f"h{n}", {"pad": "x" * 10_000}) for n in range(30)]
+    services.ledger.admit("heavy", batch("heavy", *heavy))
+    services.ledger.admit("huge", batch("huge", event("x", {"pad": "y" * 100_000})))
+    sizes = {n.id: len(n.state) for n in runner.read(0, 1000)}
+    ends = [0]
+    while runner.step():
+        ends.append(min(runner.positions().values()))
+    order = sorted(sizes)
+    pages = [[i for i in order if a < i <= b] for a, b in itertools.pairwise(ends)]
+    assert ends[-1] == order[-1]  # the whole log, each event once
+    assert [len(page) for page in pages[:2]] == [50, 50]  # light events: a page a step
+    for page in pages:
+        # What came before a page's last event fit in page_bytes; the last may pass it.
+        assert 1 <= len(page) <= 50 and sum(sizes[i] for i in page[:-1]) < 64 * 1024, page
+    assert max(len(page) for page in pages[3:]) <= 7  # ~10 KB events: six or so a page
+    assert pages[-1][-1] == order[-1] and sizes[order[-1]] > 64 * 1024  # the huge one, at last
+    items, _ = services.read.admitted_events("heavy", None, 100)
+    assert [i["event_id"] for i in items] == [f"h{n}" for n in range(30)]
