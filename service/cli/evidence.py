@@ -150,7 +150,7 @@ def _json_lines(path: Path) -> Iterator[Any]:
             try:
                 value = json.loads(raw)
                 exact = _line(value).encode("utf-8") == raw
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON; or nested past what decodes
                 value, exact = None, False
             yield value if exact else None
 

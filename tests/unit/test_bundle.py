@@ -256,6 +256,8 @@ def test_a_bundle_checked_under_another_public_key_fails_naming_the_key_ids(
         ("two lines swapped", b"".join([LINES[0], LINES[2], LINES[1], *LINES[3:]])),
         ("a line twice", b"".join([*LINES, LINES[-1]])),
         ("no receipt", b"".join(LINES[1:])),
+        # Deep enough that the JSON decoder gives up (a RecursionError, once a traceback).
+        ("a line nested 100,000 deep", b"".join([*LINES[:2], b"[" * 100_000 + b"\n", *LINES[2:]])),
     ],
 )
 def test_a_bundle_with_lines_removed_added_or_moved_fails_the_check(
