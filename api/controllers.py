@@ -75,7 +75,7 @@ CLIENT_CHECK_AFTER = 0.1
 class AdmissionsController(Controller):
     path = "/v1/windows/{window_id:str}/admissions"
     tags = ["admissions"]
-    guards = [requires("admit")]
+    # No guard: the route's hook checks the `admit` scope before anything else (ADR 0039).
 
     @post(
         "/",

@@ -1,6 +1,7 @@
 """Bad input refused before Litestar decodes anything of a request: Litestar's `before_request`
 hooks run after the guards and before any parameter or body is parsed. A route's own hook
-replaces the app's, so the admissions route's hook runs the app's check too."""
+replaces the app's, so the admissions route's hook runs the app's check too (and, having no
+guard, checks the caller's token first)."""
 
 from __future__ import annotations
 
@@ -43,7 +44,10 @@ async def refuse_control_characters(request: Request[Any, Any, Any]) -> None:
 async def refuse_deep_admissions(request: Request[Any, Any, Any]) -> Response[Any] | None:
     """The admissions route's hook: the path, then the body's nesting (ADR 0023), before
     Litestar's decoder recurses into it (near 1,000 levels it fails with a RecursionError);
-    then what decoding the body will cost (ADR 0029); then the one decode of it (ADR 0036)."""
+    then what decoding the body will cost (ADR 0029); then the one decode of it (ADR 0036).
+    First of all, the token: the route checks the `admit` scope here instead of in a guard, for
+    which Litestar copies the route handler on every request (ADR 0039)."""
+    request.app.state.auth.check(request, "admit")
     await refuse_control_characters(request)
     body = await request.body()
     check_nesting(body, BODY_LEVELS)

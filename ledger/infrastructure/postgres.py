@@ -26,6 +26,11 @@ from psycopg.sql import SQL, Identifier, Literal
 from ledger.infrastructure import pgarrays
 from ledger.infrastructure.logpages import PostgresLogPages
 from ledger.infrastructure.pgarrays import ByteaArray, Int8Array, TextArray
+from ledger.infrastructure.pgchunks import (
+    HeldChunks,
+    insert_chunks_parameters,
+    insert_chunks_statement,
+)
 from ledger.infrastructure.pgreads import IdentityReads, close_reads, fetch_reads
 from ledger.infrastructure.pgschema import SerializedSchema
 from ledger.ports import Chunk, IndexChange, LockedRead, WindowSnapshot
@@ -128,6 +133,7 @@ class LedgerPostgresRecorder(
             "INSERT INTO {events} (originator_id, originator_version, topic, state) "
             "SELECT %b::uuid, * FROM unnest(%b::bigint[], %b::text[], %b::bytea[])"
         ).format(table=table, events=events)
+        self._insert_chunks = insert_chunks_statement(table, events)  # of several windows
         self._count = SQL(
             "SELECT state, COUNT(*) AS n FROM {table} WHERE window_id = %s GROUP BY state"
         ).format(table=table)
@@ -303,6 +309,28 @@ class LedgerPostgresRecorder(
             self._send_events(curs, events)
         self._write_index(curs, changes)
 
+    def _send_chunks(self, curs: Cursor[DictRow], chunks: Iterable[Chunk], locked: bool) -> None:
+        held = HeldChunks()  # small chunks go together (ADR 0038)
+        for events, changes, snapshot in chunks:
+            if not locked and (events or changes):
+                # Before the first insert and before the index (the order every writer takes),
+                # as the library does.
+                self._lock_table(curs)
+                self._notify_channel(curs)
+                locked = True
+            if not held.hold(events, changes):
+                self._send_held(curs, held)
+                self._send_chunk(curs, events, changes)
+            self._write_snapshot(curs, snapshot)
+        self._send_held(curs, held)
+
+    def _send_held(self, curs: Cursor[DictRow], held: HeldChunks) -> None:
+        chunks = held.take()
+        if len(chunks) == 1:
+            self._send_chunk(curs, *chunks[0])
+        elif chunks:
+            curs.execute(self._insert_chunks, insert_chunks_parameters(chunks), prepare=True)
+
     def insert_event_stream(
         self, chunks: Iterable[Chunk], lock_first: bool = False, read: LockedRead | None = None
     ) -> None:
@@ -336,15 +364,7 @@ class LedgerPostgresRecorder(
                                 finally:
                                     close_reads(reads)
                                 locked = True
-                            for events, changes, snapshot in chunks:
-                                if not locked and (events or changes):
-                                    # Before the first insert and before the index (the order
-                                    # every writer takes), as the library does.
-                                    self._lock_table(curs)
-                                    self._notify_channel(curs)
-                                    locked = True
-                                self._send_chunk(curs, events, changes)
-                                self._write_snapshot(curs, snapshot)
+                            self._send_chunks(curs, chunks, locked)
                             curs.execute(_COMMIT)
                             pipeline.sync()
                     except Exception as exc:

@@ -864,6 +864,19 @@ def test_a_token_without_the_needed_scope_is_403_and_records_nothing(secured):
         assert history(admin, "w") == before
 
 
+def test_an_admission_without_a_token_is_401_before_its_body_is_looked_at(secured):
+    """The admissions route checks the token in its hook, not a guard (ADR 0039): first,
+    before the nesting, the decoding budget or the decode."""
+    headers = {"content-type": "application/json"}
+    with as_token(secured, None) as anonymous:
+        for body in (b"{not json", b"[" * 100 + b"]" * 100, b'{"events": "none"}'):
+            response = anonymous.post("/v1/windows/w/admissions", content=body, headers=headers)
+            assert_error(response, 401, "unauthorized")
+    with as_token(secured, "reader-token") as reader:
+        response = reader.post("/v1/windows/w/admissions", content=b"[" * 100, headers=headers)
+        assert_error(response, 403, "forbidden")
+
+
 def test_a_token_with_the_needed_scope_is_served(secured):
     with as_token(secured, "admitter") as admitter:
         body = admit(admitter, "w", event("a"), event("b"))

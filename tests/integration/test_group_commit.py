@@ -26,6 +26,7 @@ from tests.support.builders import batch, event
 from tests.support.builders import identity as identity_of
 from tests.support.bus import ScriptedBus
 from tests.support.storage import fail_inserts_after, heal_inserts
+from tests.support.threads import concurrently
 
 WINDOWS = ("g-1", "g-2", "g-3")
 
@@ -46,26 +47,6 @@ def grouping(migrated: Settings) -> Iterator[Callable[..., Services]]:
             return built
 
         yield make
-
-
-def concurrently(calls: list[Callable[[], Any]]) -> list[Any]:
-    """Run every call at once (one thread each); what each returned or raised."""
-    outcomes: list[Any] = [None] * len(calls)
-    start = threading.Barrier(len(calls))
-
-    def run(i: int) -> None:
-        start.wait()
-        try:
-            outcomes[i] = calls[i]()
-        except Exception as exc:
-            outcomes[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    return outcomes
 
 
 def random_requests(seed: int, n: int) -> list[tuple[str, list[Admission]]]:
