@@ -12,7 +12,9 @@ For each backend, in one run and one process:
   with a different payload); payloads of six fields, about 110 bytes in canonical form. Every
   contender gets the very same list (it is regenerated from the seed, outside the timed code).
 * contenders:
-    ledger       `prepare` + `Ledger.admit` per batch (library level, no HTTP);
+    ledger       `PreparedOnUse` + `Ledger.admit` per batch (library level, no HTTP): `prepare`'s
+                 work, the payloads' part of it done while the ledger looks up the batch's
+                 identities (ADR 0040);
     baseline(a)  "same work": `prepare` (validate, identity, payload hash) + one transaction per
                  batch of `INSERT ... ON CONFLICT DO NOTHING` (psycopg / sqlite3 executemany);
     baseline(b)  "raw insert": the same insert, identities and hashes computed outside the timer.
@@ -88,7 +90,7 @@ from psycopg import sql
 
 from benchmarks import harness
 from benchmarks.harness import Databases, Void, note, say
-from ledger.admissions import MAX_BATCH, Admission, AdmissionIn, prepare
+from ledger.admissions import MAX_BATCH, Admission, AdmissionIn, PreparedOnUse, prepare
 from ledger.application import Ledger
 from ledger.infrastructure.nats import NatsSettings, subject_token
 from ledger.infrastructure.signing import Ed25519Signer
@@ -290,7 +292,7 @@ def baseline_steps(insert: Callable[[list[tuple[str, str, str, str]]], None]) ->
 
 def ledger_step(app: Ledger) -> Step:
     def step(items: list[AdmissionIn]) -> float:
-        return harness.timed(lambda: app.admit(WINDOW_ID, prepare(WINDOW_ID, items)))[1]
+        return harness.timed(lambda: app.admit(WINDOW_ID, PreparedOnUse(WINDOW_ID, items)))[1]
 
     return step
 
@@ -878,7 +880,7 @@ def report_cli(outcome: Outcome) -> None:
     )
     say(
         f"  = `ledger admit` of a {top.events:,}-line file, events/s from start to exit, / the "
-        f"library-level ledger's {led.rate:,.0f} events/s (prepare + Ledger.admit, timed "
+        f"library-level ledger's {led.rate:,.0f} events/s (PreparedOnUse + Ledger.admit, timed "
         "sections) on a fresh window of the same size"
     )
     say(
@@ -1083,7 +1085,7 @@ def start_nats(args: argparse.Namespace, stack: ExitStack) -> NatsServer | None:
         f"{server.store_dir}; fresh stream per contender; killed at the end"
     )
     say(
-        "ledger+nats = prepare + Ledger.admit with LEDGER_PUBLISHER=nats; raw jetstream = "
+        "ledger+nats = PreparedOnUse + Ledger.admit with LEDGER_PUBLISHER=nats; raw jetstream = "
         "js.publish of each batch's new identities with Nats-Msg-Id, asyncio.gather per batch"
     )
     return server
@@ -1102,8 +1104,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     say(
         "events/s = events / summed timed sections per batch (workload generation untimed); "
-        "ledger = prepare + Ledger.admit; baseline(a) = prepare + one INSERT ... ON CONFLICT DO "
-        "NOTHING transaction per batch; baseline(b) = that transaction only"
+        "ledger = PreparedOnUse + Ledger.admit; baseline(a) = prepare + one INSERT ... ON "
+        "CONFLICT DO NOTHING transaction per batch; baseline(b) = that transaction only"
     )
     if args.cli:
         say(

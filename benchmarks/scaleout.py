@@ -24,7 +24,7 @@ import psycopg
 
 from benchmarks import harness
 from benchmarks.harness import Server, Void
-from ledger.admissions import AdmissionIn, prepare
+from ledger.admissions import AdmissionIn, PreparedOnUse
 from service.composition import build_ledger
 from service.settings import Settings
 from tests.support.server import SERVE
@@ -204,7 +204,8 @@ def library_batches(
 ) -> tuple[int, float]:
     """Admit batches of `batch` new events (the HTTP workload's events) for `seconds`, one
     caller, windows in turn, after `warmup` seconds of the same; returns (events admitted,
-    seconds). Every one must be ADMITTED."""
+    seconds). Every one must be ADMITTED. Prepared on use, as a library caller would (ADR
+    0040)."""
     ledger = build_ledger(Settings(database_url=database_url))
     try:
         counter = 0
@@ -221,7 +222,7 @@ def library_batches(
                 )
                 for i in range(1, batch + 1)
             ]
-            results = ledger.admit(window, prepare(window, items))
+            results = ledger.admit(window, PreparedOnUse(window, items))
             if any(r.verdict.value != "ADMITTED" for r in results):
                 raise Void(f"library run: not every event of {window} was ADMITTED")
             return len(results)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, overload
 
 import msgspec
 
@@ -128,11 +128,27 @@ def prepare(
 ) -> list[Admission]:
     """Validate a whole batch (it is taken whole or refused whole) and hash each item once."""
     check_window_id(window_id)
+    _check_size(items)
+    return _prepared(window_id, items, max_payload_bytes, None)
+
+
+def _check_size(items: Sequence[AdmissionIn]) -> None:
     if not 1 <= len(items) <= MAX_BATCH:
         raise InvalidAdmission(f"a batch holds 1 to {MAX_BATCH} events, not {len(items)}")
+
+
+def _prepared(
+    window_id: str,
+    items: Sequence[AdmissionIn],
+    max_payload_bytes: int,
+    identities: Sequence[str] | None,
+) -> list[Admission]:
+    """`prepare`'s loop. `identities`: the items were checked and their identities made
+    already (`PreparedOnUse`), so only their payloads and sources are left."""
     prepared = []
     for index, item in enumerate(items):
-        _check_item(index, item)
+        if identities is None:
+            _check_item(index, item)
         # Before canonicalizing: its serializer and encoders recurse once a level.
         if nested_deeper_than(item.payload, MAX_DEPTH):
             raise NestingTooDeep(
@@ -142,10 +158,13 @@ def prepare(
             canonical = canonicalize(item.payload)
         except CanonicalizationError as exc:
             raise InvalidAdmission(f"events[{index}].payload: {exc}") from None
-        try:
-            identity = identity_of(window_id, item.event_type, item.event_id)
-        except CanonicalizationError as exc:
-            raise InvalidAdmission(f"events[{index}].event_id: {exc}") from None
+        if identities is None:
+            try:
+                identity = identity_of(window_id, item.event_type, item.event_id)
+            except CanonicalizationError as exc:
+                raise InvalidAdmission(f"events[{index}].event_id: {exc}") from None
+        else:
+            identity = identities[index]
         if len(canonical) > max_payload_bytes:
             raise PayloadTooLarge(
                 f"events[{index}].payload is {len(canonical)} bytes in canonical form; "
@@ -171,6 +190,75 @@ def prepare(
             )
         )
     return prepared
+
+
+class PreparedOnUse(Sequence[Admission]):
+    """A batch for `Ledger.admit` from one caller, prepared in two steps (ADR 0040).
+
+    Made, it has checked the window id, the batch's size and each item's names and made their
+    identities: what the ledger's lookup needs. Its payloads are checked, canonicalized and
+    hashed when it is first used, which `Ledger.admit` does while the database looks those
+    identities up, so the larger part of `prepare` costs no wall time. Either step refuses
+    exactly as `prepare` would (the same error for the same first bad item), the second when
+    the batch is used: a batch refused then records nothing, like one refused by `prepare`.
+
+    Not for the group commit: a refusal there would fail the other requests of its window."""
+
+    __slots__ = ("_admissions", "_items", "_max_payload_bytes", "identities", "window_id")
+
+    def __init__(
+        self,
+        window_id: str,
+        items: Sequence[AdmissionIn],
+        *,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    ) -> None:
+        check_window_id(window_id)
+        _check_size(items)
+        try:
+            identities = []
+            for index, item in enumerate(items):
+                _check_item(index, item)
+                identities.append(identity_of(window_id, item.event_type, item.event_id))
+        except (InvalidAdmission, CanonicalizationError):
+            # Whatever `prepare` says of the batch: an earlier item's payload may be bad too.
+            prepare(window_id, items, max_payload_bytes=max_payload_bytes)
+            raise
+        self.window_id = window_id
+        self.identities: list[str] = identities
+        self._items = items
+        self._max_payload_bytes = max_payload_bytes
+        self._admissions: list[Admission] | None = None
+
+    def admissions(self) -> list[Admission]:
+        """The prepared batch (made on the first call)."""
+        if self._admissions is None:
+            self._admissions = _prepared(
+                self.window_id, self._items, self._max_payload_bytes, self.identities
+            )
+        return self._admissions
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, index: int) -> Admission: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Admission]: ...
+
+    def __getitem__(self, index: int | slice) -> Admission | list[Admission]:
+        return self.admissions()[index]
+
+    def __iter__(self) -> Iterator[Admission]:
+        return iter(self.admissions())
+
+
+def identities_of(admissions: Sequence[Admission]) -> Sequence[str]:
+    """The batch's identities, in order, without preparing a `PreparedOnUse` batch."""
+    if isinstance(admissions, PreparedOnUse):
+        return admissions.identities
+    return [a.identity for a in admissions]
 
 
 _line_decoder = msgspec.json.Decoder(AdmissionIn)

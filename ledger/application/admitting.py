@@ -12,7 +12,7 @@ from uuid import UUID
 from eventsourcing.application import Repository
 from eventsourcing.persistence import Mapper
 
-from ledger.admissions import Admission
+from ledger.admissions import Admission, identities_of
 from ledger.application.chunking import chunk_bounds
 from ledger.application.judging import (
     Forms,
@@ -146,8 +146,14 @@ class Admitting:
             by_window.setdefault(window_id, []).append(position)
         plans: list[_Plan] = []
         planned: list[str] = []  # the window of each plan
-        combined_by_window = {
-            window_id: [a for p in positions for a in requests[p][1]]
+        combined_by_window: dict[str, Sequence[Admission]] = {
+            # One request's batch as given: a `PreparedOnUse` batch stays unprepared until its
+            # window's lookup is on its way (ADR 0040).
+            window_id: (
+                requests[positions[0]][1]
+                if len(positions) == 1
+                else [a for p in positions for a in requests[p][1]]
+            )
             for window_id, positions in by_window.items()
         }
         unread = (
@@ -204,7 +210,7 @@ class Admitting:
         self,
         plans: list[_Plan],
         windows: list[str],
-        admissions: dict[str, list[Admission]],
+        admissions: dict[str, Sequence[Admission]],
         ahead: Callable[[], ReadAhead],
     ) -> Iterator[Chunk]:
         """Made by the recorder once it holds the table lock: each window catches up and looks
@@ -251,7 +257,7 @@ class Admitting:
                         forms[a.identity] = (a, admitted_form(a))
 
         window, known = self.window_and_index(
-            window_id, (a.identity for a in admissions), make_forms, read_ahead
+            window_id, identities_of(admissions), make_forms, read_ahead
         )
         if window is not None and window.is_closed:
             return None

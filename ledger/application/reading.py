@@ -9,7 +9,7 @@ from typing import Any
 
 from eventsourcing.persistence import StoredEvent
 
-from ledger.admissions import Admission
+from ledger.admissions import Admission, identities_of
 from ledger.application.unit_of_work import WindowUnitOfWork
 from ledger.domain import Window
 from ledger.ports import IdentityIndex, LockedRead, Lookup, Publisher
@@ -21,14 +21,14 @@ ReadAhead = dict[str, tuple[int, Sequence[StoredEvent], dict[str, Known]]]
 
 
 def read_all_ahead(
-    uow: WindowUnitOfWork, index: IdentityIndex, admissions: dict[str, list[Admission]]
+    uow: WindowUnitOfWork, index: IdentityIndex, admissions: dict[str, Sequence[Admission]]
 ) -> ReadAhead:
     """The cached windows' newer events and identities, for every window of a group in one
     round trip (ADR 0020) instead of one a window; `Admitting.window_and_index` takes them."""
     cached = [(w, c) for w in admissions if (c := uow.cached(w)) is not None]
     if len(cached) < 2:
         return {}
-    lookups = [Lookup(c.id, c.version, w, [a.identity for a in admissions[w]]) for w, c in cached]
+    lookups = [Lookup(c.id, c.version, w, identities_of(admissions[w])) for w, c in cached]
     found = index.catch_up_and_look_up_many(lookups)
     return {
         window_id: (window.version, newer, known)
@@ -37,12 +37,12 @@ def read_all_ahead(
 
 
 def locked_read(
-    uow: WindowUnitOfWork, windows: list[str], admissions: dict[str, list[Admission]]
+    uow: WindowUnitOfWork, windows: list[str], admissions: dict[str, Sequence[Admission]]
 ) -> tuple[LockedRead, Callable[[], ReadAhead]]:
     """The cached windows' catch-up and lookup, to be made by the recorder in the round trip
     that takes the table lock (ADR 0033); then, what they found, by window."""
     cached = [(w, c.id, c.version) for w in windows if (c := uow.cached(w)) is not None]
-    read = LockedRead([Lookup(i, v, w, [a.identity for a in admissions[w]]) for w, i, v in cached])
+    read = LockedRead([Lookup(i, v, w, identities_of(admissions[w])) for w, i, v in cached])
 
     def ahead() -> ReadAhead:
         if read.found is None:  # not read under the lock: each window reads on its own

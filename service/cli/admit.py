@@ -1,12 +1,13 @@
 """`ledger admit WINDOW FILE.jsonl`: replay a file through the admission path, with progress.
 
-The replay does what the library-level path does (`prepare` and `Ledger.admit`, a batch of
-CLI_BATCH at a time) plus reading and decoding the file, and nothing else per batch: a batch
-is prepared in one call; it is written alone, after the services' guard (a set lookup for an
-open window), not through the service's group commit (ADR 0019: that waits for concurrent
-requests to join, and here there are none); the progress bar moves once a batch; and the cycle
-collector is tuned for the replay (`_replay_collections`). `python -m benchmarks.admission
---cli` measures it against the library-level rate; where the time goes: benchmarks/README.md.
+The replay does what the library-level path does (`PreparedOnUse` and `Ledger.admit`, a batch
+of CLI_BATCH at a time) plus reading and decoding the file, and nothing else per batch: a batch
+is prepared in one call (its payloads while the ledger looks up its identities, ADR 0040); it
+is written alone, after the services' guard (a set lookup for an open window), not through the
+service's group commit (ADR 0019: that waits for concurrent requests to join, and here there
+are none); the progress bar moves once a batch; and the cycle collector is tuned for the
+replay (`_replay_collections`). `python -m benchmarks.admission --cli` measures it against the
+library-level rate; where the time goes: benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from typing import IO
 
 from tqdm import tqdm
 
-from ledger.admissions import Admission, AdmissionIn, check_window_id, parse_line, prepare
+from ledger.admissions import (
+    AdmissionIn,
+    PreparedOnUse,
+    check_window_id,
+    parse_line,
+    prepare,
+)
+from ledger.application import AdmissionResult, Ledger
 from ledger.errors import InvalidAdmission
 from ledger.verdicts import Verdict
 from service.cli.common import EXIT_BAD_INPUT, services
@@ -52,24 +60,34 @@ def _bad(line_number: int, exc: InvalidAdmission) -> BadLine:
     return BadLine(line_number, exc.detail.replace("events[0].", ""))
 
 
-def _prepared(window_id: str, numbered: list[tuple[int, AdmissionIn]]) -> list[Admission]:
-    """The lines validated and hashed in one `prepare`. If it refuses them, the first bad line
-    is found by preparing them one at a time, so that it is reported as it would be alone."""
+def _raise_first_bad(window_id: str, numbered: list[tuple[int, AdmissionIn]]) -> None:
+    """A refused batch's first bad line, as that line alone is refused (if one is)."""
+    for line_number, item in numbered:
+        try:
+            prepare(window_id, [item])
+        except InvalidAdmission as exc:
+            raise _bad(line_number, exc) from None
+
+
+def _prepared(window_id: str, numbered: list[tuple[int, AdmissionIn]]) -> PreparedOnUse:
+    """The lines checked in one batch; their payloads are prepared when `Ledger.admit` uses
+    the batch, while it looks up their identities (ADR 0040). Refused either time, the first
+    bad line is found by preparing them one at a time, to be reported as it would be alone."""
     try:
-        return prepare(window_id, [item for _, item in numbered])
+        return PreparedOnUse(window_id, [item for _, item in numbered])
     except InvalidAdmission:
-        for line_number, item in numbered:
-            try:
-                prepare(window_id, [item])
-            except InvalidAdmission as exc:
-                raise _bad(line_number, exc) from None
+        _raise_first_bad(window_id, numbered)
         raise
 
 
-def _batches(window_id: str, lines: IO[bytes]) -> Iterator[tuple[list[Admission], int]]:
-    """Validated batches of up to CLI_BATCH admissions, each with the bytes read for it (blank
-    lines included). The first bad line in the file's order (one that does not decode or does
-    not validate) raises BadLine before its batch is yielded."""
+Batch = tuple[list[tuple[int, AdmissionIn]], PreparedOnUse | None, int]
+
+
+def _batches(window_id: str, lines: IO[bytes]) -> Iterator[Batch]:
+    """Batches of up to CLI_BATCH admissions (their lines, the batch, None if there are none,
+    and the bytes read for them, blank lines included). The first bad line in the file's
+    order (one that does not decode or does not validate) raises BadLine before its batch is
+    yielded; a payload that does not validate, when the batch is used (`_admit`)."""
     numbered: list[tuple[int, AdmissionIn]] = []
     read = 0
     for line_number, raw in enumerate(lines, start=1):
@@ -80,13 +98,23 @@ def _batches(window_id: str, lines: IO[bytes]) -> Iterator[tuple[list[Admission]
             numbered.append((line_number, parse_line(raw)))
         except InvalidAdmission as exc:
             if numbered:
-                _prepared(window_id, numbered)  # an earlier line of the batch may be bad too
+                _raise_first_bad(window_id, numbered)  # an earlier line may be bad too
             raise _bad(line_number, exc) from None
         if len(numbered) == CLI_BATCH:
-            yield _prepared(window_id, numbered), read
+            yield numbered, _prepared(window_id, numbered), read
             numbered, read = [], 0
     if numbered or read:
-        yield (_prepared(window_id, numbered) if numbered else []), read
+        yield numbered, (_prepared(window_id, numbered) if numbered else None), read
+
+
+def _admit(
+    ledger: Ledger, window_id: str, numbered: list[tuple[int, AdmissionIn]], batch: PreparedOnUse
+) -> list[AdmissionResult]:
+    try:
+        return ledger.admit(window_id, batch)
+    except InvalidAdmission:  # a payload, prepared while the identities were looked up
+        _raise_first_bad(window_id, numbered)
+        raise
 
 
 @contextmanager
@@ -127,12 +155,12 @@ def cmd_admit(args: argparse.Namespace) -> int:
             file=sys.stderr,
         ) as bar:
             try:
-                for batch, read in _batches(window_id, handle):
-                    if batch:
+                for numbered, batch, read in _batches(window_id, handle):
+                    if batch is not None:
                         # `Services.admit` without its group commit (ADR 0019): that is for
                         # concurrent callers, and the replay is the only one here.
                         built.evidence.guard(window_id)
-                        results = built.ledger.admit(window_id, batch)
+                        results = _admit(built.ledger, window_id, numbered, batch)
                         verdicts.update([result.verdict.value for result in results])
                         bar.set_postfix(admissions=sum(verdicts.values()), refresh=False)
                     bar.update(read)

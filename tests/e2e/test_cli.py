@@ -91,6 +91,27 @@ def test_the_first_bad_line_in_file_order_is_reported_whether_it_fails_decoding_
     }
 
 
+def test_a_bad_payload_in_a_later_batch_is_reported_by_line_and_nothing_of_its_batch_is_kept(
+    ledger_cmd,
+):
+    # Every line decodes and names are fine: the payload of line 950 is refused only when its
+    # batch (lines 501-1000) is written, its payloads prepared during the identities' lookup
+    # (ADR 0040), in a window the command has cached. Line 990 is bad the same way, later.
+    lines = [_line(str(i)) for i in range(1000)]
+    lines[949] = _line("949", {"n": -(2**60)})
+    lines[989] = _line("989", {"n": 2**60})
+    result = ledger_cmd("admit", "w", "-", stdin="".join(lines))
+    assert result.returncode == 2
+    assert "error: line 950: payload: integer -1152921504606846976 is outside" in result.stderr
+    assert _counts(result.stdout)["ADMITTED"] == 500
+    assert json.loads(ledger_cmd("receipt", "w").stdout)["counts"]["admitted"] == 500
+    lines[949], lines[989] = _line("949"), _line("989")
+    result = ledger_cmd("admit", "w", "-", stdin="".join(lines))
+    assert result.returncode == 0, result.stderr
+    assert _counts(result.stdout)["DUPLICATE"] == 500
+    assert _counts(result.stdout)["ADMITTED"] == 500
+
+
 def test_blank_lines_are_skipped_but_counted_in_line_numbers(ledger_cmd):
     stdin = "\n" + _line("a") + "  \r\n\n" + _line("b") + "\t\n" + '{"event_id": "c"}\n'
     result = ledger_cmd("admit", "w", "-", stdin=stdin)

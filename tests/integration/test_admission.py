@@ -21,6 +21,7 @@ from ledger.admissions import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     MAX_BATCH,
     AdmissionIn,
+    PreparedOnUse,
     SourceIn,
     prepare,
 )
@@ -961,6 +962,11 @@ BAD_BATCHES: dict[str, tuple[str, Callable[[], list[AdmissionIn]]]] = {
         lambda: [raw(source=SourceIn(partition="p\ud800", offset=1))],
     ),
     "lone-surrogate-in-event-id": ("w", lambda: [raw(event_id="e\ud800")]),
+    # The first bad item is the one reported, whichever of its checks fails.
+    "bad-payload-before-a-bad-event-type": (
+        "w",
+        lambda: [raw(payload={"n": 2**60}), raw(event_type="a/b", event_id="2")],
+    ),
 }
 
 
@@ -980,6 +986,53 @@ def test_bad_input_is_refused_by_prepare_and_leaves_nothing_recorded(
     with pytest.raises(InvalidAdmission):
         ledger.admit(target, prepare(window_id, items()))
     assert recorded(ledger, "w") == before
+
+
+@pytest.mark.parametrize("case", list(BAD_BATCHES))
+def test_a_batch_prepared_on_use_is_refused_as_prepare_refuses_it_and_records_nothing(
+    ledger: Ledger, case: str
+) -> None:
+    # The payloads of a PreparedOnUse batch are prepared while the ledger looks up their
+    # identities (ADR 0040): in a window the ledger has cached, on PostgreSQL, a refusal comes
+    # from inside that round trip. It must be prepare's refusal, and leave nothing behind.
+    window_id, items = BAD_BATCHES[case]
+    target = window_id if window_id == "w" else "w"
+    with pytest.raises(InvalidAdmission) as eager:
+        prepare(window_id, items())
+    ledger.admit("w", PreparedOnUse("w", [raw(event_id="existing")]))
+    before = recorded(ledger, "w")
+    with pytest.raises(InvalidAdmission) as on_use:
+        ledger.admit(target, PreparedOnUse(window_id, items()))
+    assert (type(on_use.value), str(on_use.value)) == (type(eager.value), str(eager.value))
+    assert recorded(ledger, "w") == before
+    # The ledger goes on from there (its connection and its cached window are sound).
+    assert verdicts(ledger.admit("w", PreparedOnUse("w", [raw(event_id="next")]))) == [
+        ("ADMITTED", 2)
+    ]
+
+
+def test_a_batch_prepared_on_use_gets_the_verdicts_prepare_gets(ledger: Ledger) -> None:
+    rng = random.Random(40)
+    batches = [
+        [
+            raw(event_id=str(rng.randrange(300)), payload={"n": rng.randrange(3)})
+            for _ in range(rng.randrange(1, 120))
+        ]
+        for _ in range(12)
+    ]
+
+    def answers(results: list[AdmissionResult]) -> list[tuple[Any, ...]]:
+        return [(r.event_id, r.payload_hash, r.verdict, r.offset) for r in results]
+
+    eager = [answers(ledger.admit("a", prepare("a", items))) for items in batches]
+    on_use = [answers(ledger.admit("b", PreparedOnUse("b", items))) for items in batches]
+    assert on_use == eager
+    assert {answer[2] for answers in on_use for answer in answers} == {
+        Verdict.ADMITTED,
+        Verdict.DUPLICATE,
+        Verdict.QUARANTINED,
+    }
+    assert recorded(ledger, "b")[1] == recorded(ledger, "a")[1]
 
 
 def test_an_oversize_payload_is_payload_too_large_at_one_byte_over_the_limit(
