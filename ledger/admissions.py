@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Annotated, Any, overload
 
 import msgspec
@@ -53,8 +52,9 @@ class AdmissionIn(msgspec.Struct, forbid_unknown_fields=True):
     source: SourceIn | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Admission:
+# A frozen msgspec Struct, not a frozen dataclass: one is made per admission, and a frozen
+# dataclass's __init__ sets each of its eight fields through object.__setattr__ (ADR 0040).
+class Admission(msgspec.Struct, frozen=True):
     window_id: str
     event_type: str
     event_id: str
