@@ -8,6 +8,7 @@ a table written in the same transaction as the events.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -20,6 +21,9 @@ from ledger.jcs import MAX_SAFE_INTEGER
 _WINDOW_NAMESPACE = uuid5(NAMESPACE_URL, "urn:admission-ledger:window")
 
 
+# A name-based UUID is a SHA-1 and a UUID object: each group of requests asks for its windows'
+# several times, and a service writes to few windows at a time.
+@lru_cache(maxsize=4096)
 def window_uuid(window_id: str) -> UUID:
     """Aggregate id of a window: deterministic, so every process finds the same aggregate."""
     return uuid5(_WINDOW_NAMESPACE, window_id)

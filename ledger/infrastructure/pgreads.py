@@ -10,8 +10,8 @@ from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 from psycopg import Connection, Cursor
+from psycopg.abc import QueryNoTemplate
 from psycopg.rows import DictRow
-from psycopg.sql import Composed
 
 from ledger.infrastructure.pgarrays import ByteaArray
 from ledger.ports import Lookup
@@ -42,8 +42,8 @@ def _known_rows(rows: Iterable[DictRow]) -> dict[str, Known]:
 class IdentityReads:
     """Mixed into `LedgerPostgresRecorder`, which defines the statements and connections."""
 
-    _newer_events: Composed
-    _lookup: Composed
+    _newer_events: QueryNoTemplate
+    _lookup: QueryNoTemplate
     _connection: Callable[[], AbstractContextManager[Connection[DictRow]]]
 
     def catch_up_and_look_up_many(

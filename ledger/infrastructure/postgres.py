@@ -5,7 +5,8 @@ The index maps identity -> (window, payload hash, state, offset). It is what mak
 query instead of a replay, and it is derivable from the windows' histories.
 `Application.save(window, index_changes=[...])` passes those rows down to
 `_insert_stored_events`, so events and index commit or roll back together. The only module that
-touches the library's internals (`_lock_table`, `_notify_channel`, its connection handling).
+touches the library's internals (its connection handling; the lock and NOTIFY of its
+`_lock_table` and `_notify_channel`, sent in fewer statements: ADR 0041).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
@@ -32,17 +32,23 @@ from ledger.infrastructure.pgchunks import (
     insert_chunks_statement,
 )
 from ledger.infrastructure.pgreads import IdentityReads, close_reads, fetch_reads
+from ledger.infrastructure.pgrender import rendered, statement
 from ledger.infrastructure.pgschema import SerializedSchema
+from ledger.infrastructure.pgsnapshots import PostgresSnapshots
 from ledger.ports import Chunk, IndexChange, LockedRead, WindowSnapshot
 
 LOOKUP_CHUNK = 500
 STATEMENT_TIMEOUT_MS = 120_000
-_BEGIN = SQL("BEGIN")
-_COMMIT = SQL("COMMIT")
+_BEGIN = b"BEGIN"
+_COMMIT = b"COMMIT"
 
 
 class LedgerPostgresRecorder(
-    SerializedSchema, IdentityReads, PostgresLogPages, PostgresApplicationRecorder
+    SerializedSchema,
+    IdentityReads,
+    PostgresSnapshots,
+    PostgresLogPages,
+    PostgresApplicationRecorder,
 ):
     def __init__(self, datastore: Any, *, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
@@ -90,75 +96,82 @@ class LedgerPostgresRecorder(
                 legacy_name=Literal(f"{self.datastore.schema}.{prefix}_identity_index"),
             )
         )
-        self._upsert = SQL(
+        self._upsert = statement(
             "INSERT INTO {table} (window_id, identity, payload_hash, state, bus_offset) "
             "SELECT %b::text, * FROM unnest(%b::bytea[], %b::text[], %b::text[], %b::bigint[]) "
             "ON CONFLICT (identity) DO UPDATE SET "
             "payload_hash=EXCLUDED.payload_hash, state=EXCLUDED.state, "
-            "bus_offset=EXCLUDED.bus_offset"
-        ).format(table=table)
-        self._insert = SQL(
+            "bus_offset=EXCLUDED.bus_offset",
+            table=table,
+        )
+        self._insert = statement(
             "INSERT INTO {table} (window_id, identity, payload_hash, state, bus_offset) "
-            "SELECT %b::text, * FROM unnest(%b::bytea[], %b::text[], %b::text[], %b::bigint[])"
-        ).format(table=table)
-        self._delete = SQL("DELETE FROM {table} WHERE identity = ANY(%b)").format(table=table)
-        self._lookup = SQL(
+            "SELECT %b::text, * FROM unnest(%b::bytea[], %b::text[], %b::text[], %b::bigint[])",
+            table=table,
+        )
+        self._delete = statement("DELETE FROM {table} WHERE identity = ANY(%b)", table=table)
+        self._lookup = statement(
             "SELECT identity, payload_hash, state, bus_offset FROM {table} "
-            "WHERE identity = ANY(%b) AND window_id = %b"
-        ).format(table=table)
+            "WHERE identity = ANY(%b) AND window_id = %b",
+            table=table,
+        )
         # Typed arrays sent in binary (%b) instead of the library's composite-type array,
         # which psycopg dumps as escaped text (a quarter of the write path's time).
         events = SQL("{}.{}").format(schema, Identifier(self.events_table_name))
-        self._insert_events_unnest = SQL(
+        self._insert_events_unnest = statement(
             "INSERT INTO {events} (originator_id, originator_version, topic, state) "
             "SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[]) "
-            "RETURNING notification_id"
-        ).format(events=events)
+            "RETURNING notification_id",
+            events=events,
+        )
         # The usual case, one aggregate's events: its id once instead of once per row.
-        self._insert_one_originator = SQL(
+        self._insert_one_originator = statement(
             "INSERT INTO {events} (originator_id, originator_version, topic, state) "
             "SELECT %b::uuid, * FROM unnest(%b::bigint[], %b::text[], %b::bytea[]) "
-            "RETURNING notification_id"
-        ).format(events=events)
-        self._newer_events = SQL(
+            "RETURNING notification_id",
+            events=events,
+        )
+        self._newer_events = statement(
             "SELECT originator_version, topic, state FROM {events} "
-            "WHERE originator_id = %b AND originator_version > %b ORDER BY originator_version"
-        ).format(events=events)
+            "WHERE originator_id = %b AND originator_version > %b ORDER BY originator_version",
+            events=events,
+        )
         # A streamed chunk of one window's arrivals: its new index rows and its events in one
         # statement (one round of psycopg's per-statement work instead of two).
-        self._insert_chunk = SQL(
+        self._insert_chunk = statement(
             "WITH new_rows AS ("
             "INSERT INTO {table} (window_id, identity, payload_hash, state, bus_offset) "
-            "SELECT %b::text, * FROM unnest(%b::bytea[], %b::text[], %b::text[], %b::bigint[])) "
+            "SELECT %b::text, * FROM "
+            "unnest(%b::bytea[], %b::text[], %b::text[], %b::bigint[])) "
             "INSERT INTO {events} (originator_id, originator_version, topic, state) "
-            "SELECT %b::uuid, * FROM unnest(%b::bigint[], %b::text[], %b::bytea[])"
-        ).format(table=table, events=events)
-        self._insert_chunks = insert_chunks_statement(table, events)  # of several windows
-        self._count = SQL(
-            "SELECT state, COUNT(*) AS n FROM {table} WHERE window_id = %s GROUP BY state"
-        ).format(table=table)
-        # Each window's latest snapshot (ADR 0017): one row a window, never an older one.
-        self.snapshot_table = f"{prefix}_window_snapshots"
-        self.check_identifier_length(self.snapshot_table)
-        snapshots = SQL("{}.{}").format(schema, Identifier(self.snapshot_table))
-        self.sql_create_statements.append(
-            SQL(
-                "CREATE TABLE IF NOT EXISTS {snapshots} (originator_id uuid PRIMARY KEY, "
-                "originator_version bigint NOT NULL, state bytea NOT NULL)"
-            ).format(snapshots=snapshots)
+            "SELECT %b::uuid, * FROM unnest(%b::bigint[], %b::text[], %b::bytea[])",
+            table=table,
+            events=events,
         )
-        self._put_snapshot = SQL(
-            "INSERT INTO {snapshots} (originator_id, originator_version, state) "
-            "VALUES (%b, %b, %b) ON CONFLICT (originator_id) DO UPDATE SET "
-            "originator_version = EXCLUDED.originator_version, state = EXCLUDED.state "
-            "WHERE {snapshots}.originator_version < EXCLUDED.originator_version"
-        ).format(snapshots=snapshots)
-        self._get_snapshot = SQL(
-            "SELECT originator_version, state FROM {snapshots} WHERE originator_id = %s"
-        ).format(snapshots=snapshots)
-        self._drop_snapshot = SQL(
-            "DELETE FROM {snapshots} WHERE originator_id = %s AND originator_version = %s"
-        ).format(snapshots=snapshots)
+        self._insert_chunks = rendered(insert_chunks_statement(table, events))  # of windows
+        self._count = statement(
+            "SELECT state, COUNT(*) AS n FROM {table} WHERE window_id = %s GROUP BY state",
+            table=table,
+        )
+        self._define_snapshots(schema, prefix)  # ADR 0017
+        # Every write transaction's first statements (ADR 0041): the library's SET LOCAL of the
+        # lock timeout and its NOTIFY as one statement (two functions), then the table lock.
+        self._timeout_and_notify = rendered(
+            SQL("SELECT set_config('lock_timeout', {}, true), pg_notify({}, '')").format(
+                Literal(f"{self.datastore.lock_timeout}s"), Literal(self.channel_name)
+            )
+        )
+        self._lock = rendered(
+            SQL("LOCK TABLE {}.{} IN EXCLUSIVE MODE").format(
+                schema, Identifier(self.events_table_name)
+            )
+        )
+
+    def _lock_and_notify(self, curs: Cursor[DictRow]) -> None:
+        """What the library's `_lock_table` and `_notify_channel` do, in two statements
+        rendered once instead of three made and rendered each time (ADR 0041)."""
+        curs.execute(self._timeout_and_notify, prepare=True)
+        curs.execute(self._lock, prepare=True)
 
     def _bound_reconnection(self) -> None:
         """While the database is away, keep every wait shorter than a request's deadline, and
@@ -187,8 +200,7 @@ class LedgerPostgresRecorder(
         pgarrays.register(curs.adapters)
         # Take the table lock before touching the index, so that every writer queues on the
         # same lock first and two transactions can never deadlock on index rows.
-        self._lock_table(curs)
-        self._notify_channel(curs)
+        self._lock_and_notify(curs)
         with curs.connection.cursor() as index_curs:
             self._write_index(index_curs, index_changes)
             self._write_snapshot(index_curs, snapshot)
@@ -229,26 +241,6 @@ class LedgerPostgresRecorder(
         deletes = [bytes.fromhex(ch.identity) for ch in index_changes if ch.state is None]
         if deletes:
             curs.execute(self._delete, (ByteaArray(deletes),))
-
-    def _write_snapshot(self, curs: Cursor[DictRow], snapshot: WindowSnapshot | None) -> None:
-        if snapshot is not None:
-            curs.execute(
-                self._put_snapshot,
-                (snapshot.originator_id, snapshot.version, snapshot.state),
-                prepare=True,
-            )
-
-    def latest_snapshot(self, originator_id: UUID) -> WindowSnapshot | None:
-        with self._connection() as conn, conn.cursor() as curs:
-            curs.execute(self._get_snapshot, (originator_id,))
-            row = curs.fetchone()
-        if row is None:
-            return None
-        return WindowSnapshot(originator_id, row["originator_version"], bytes(row["state"]))
-
-    def discard_snapshot(self, originator_id: UUID, version: int) -> None:
-        with self._connection() as conn, conn.transaction(), conn.cursor() as curs:
-            curs.execute(self._drop_snapshot, (originator_id, version))
 
     def _send_events(
         self,
@@ -315,8 +307,7 @@ class LedgerPostgresRecorder(
             if not locked and (events or changes):
                 # Before the first insert and before the index (the order every writer takes),
                 # as the library does.
-                self._lock_table(curs)
-                self._notify_channel(curs)
+                self._lock_and_notify(curs)
                 locked = True
             if not held.hold(events, changes):
                 self._send_held(curs, held)
@@ -352,8 +343,7 @@ class LedgerPostgresRecorder(
                             if lock_first:
                                 # Wait for the lock before the first chunk is made: what the
                                 # generator reads from now on no other writer can outdate.
-                                self._lock_table(curs)
-                                self._notify_channel(curs)
+                                self._lock_and_notify(curs)
                                 reads: list[Any] = []
                                 try:
                                     if read is not None:  # in the lock's round trip
