@@ -30,13 +30,12 @@ def identity_keys(identities: Iterable[str]) -> ByteaArray:
     return ByteaArray(keys)
 
 
+def _known(row: DictRow) -> Known:
+    return Known(IdentityState(row["state"]), row["payload_hash"], row["bus_offset"])
+
+
 def _known_rows(rows: Iterable[DictRow]) -> dict[str, Known]:
-    return {
-        row["identity"].hex(): Known(
-            IdentityState(row["state"]), row["payload_hash"], row["bus_offset"]
-        )
-        for row in rows
-    }
+    return {row["identity"].hex(): _known(row) for row in rows}
 
 
 class IdentityReads:
@@ -44,39 +43,40 @@ class IdentityReads:
 
     _newer_events: QueryNoTemplate
     _lookup: QueryNoTemplate
+    _lookup_any_window: QueryNoTemplate
     _connection: Callable[[], AbstractContextManager[Connection[DictRow]]]
 
     def catch_up_and_look_up_many(
         self, lookups: Sequence[Lookup], meanwhile: Callable[[], None] = lambda: None
     ) -> list[tuple[Sequence[StoredEvent], dict[str, Known]]]:
         with self._connection() as conn:
-            cursors: list[tuple[UUID, Cursor[DictRow], Cursor[DictRow]]] = []
+            pending = PendingReads()
             try:
-                # Autocommit: each statement reads the latest commits; each window's index
-                # after its events. All of them in one pipeline: one round trip.
+                # Autocommit: each statement reads the latest commits; the index after every
+                # window's events. All of them in one pipeline: one round trip.
                 with conn.pipeline():
-                    self.send_reads(conn, lookups, cursors)
+                    self.send_reads(conn, lookups, pending)
                     meanwhile()  # Python work that needs no answer, while the server looks up
-                return fetch_reads(cursors)
+                return pending.fetch()
             finally:
-                close_reads(cursors)
+                pending.close()
 
     def send_reads(
-        self,
-        conn: Connection[DictRow],
-        lookups: Sequence[Lookup],
-        cursors: list[tuple[UUID, Cursor[DictRow], Cursor[DictRow]]],
+        self, conn: Connection[DictRow], lookups: Sequence[Lookup], pending: PendingReads
     ) -> None:
-        """Queue each lookup's two reads on `conn` (in a pipeline); their cursors go to
-        `cursors`, for `fetch_reads` once the pipeline has been synced."""
+        """Queue each window's newer events, then one lookup of every window's identities
+        (an identity is a hash over its window's id: no two windows share one), on `conn` (in
+        a pipeline); `pending.fetch()` answers once the pipeline has been synced."""
         for lookup in lookups:
-            events, index = conn.cursor(), conn.cursor()
-            cursors.append((lookup.originator_id, events, index))
+            events = conn.cursor()
+            pending.events.append((lookup, events))
             events.execute(
                 self._newer_events, (lookup.originator_id, lookup.after_version), prepare=True
             )
-            wanted = identity_keys(dict.fromkeys(lookup.identities))
-            index.execute(self._lookup, (wanted, lookup.window_id), prepare=False)
+        wanted = identity_keys(dict.fromkeys(i for lookup in lookups for i in lookup.identities))
+        if wanted.items:
+            pending.index = conn.cursor()
+            pending.index.execute(self._lookup_any_window, (wanted,), prepare=False)
 
     def lookup_identities(self, window_id: str, identities: Iterable[str]) -> dict[str, Known]:
         with self._connection() as conn, conn.cursor() as curs:
@@ -85,19 +85,33 @@ class IdentityReads:
             return _known_rows(curs.fetchall())
 
 
-def fetch_reads(
-    cursors: Sequence[tuple[UUID, Cursor[DictRow], Cursor[DictRow]]],
-) -> list[tuple[Sequence[StoredEvent], dict[str, Known]]]:
-    return [
-        (list(_stored(originator_id, events.fetchall())), _known_rows(index.fetchall()))
-        for originator_id, events, index in cursors
-    ]
+class PendingReads:
+    """The cursors of reads sent down a pipeline, answered once it has been synced."""
 
+    __slots__ = ("events", "index")
 
-def close_reads(cursors: Sequence[tuple[UUID, Cursor[DictRow], Cursor[DictRow]]]) -> None:
-    for _, events, index in cursors:
-        events.close()
-        index.close()
+    def __init__(self) -> None:
+        self.events: list[tuple[Lookup, Cursor[DictRow]]] = []
+        self.index: Cursor[DictRow] | None = None
+
+    def fetch(self) -> list[tuple[Sequence[StoredEvent], dict[str, Known]]]:
+        """Each lookup's newer events and its identities' states, in the lookups' order."""
+        known: dict[str, dict[str, Known]] = {}
+        for row in self.index.fetchall() if self.index is not None else ():
+            known.setdefault(row["window_id"], {})[row["identity"].hex()] = _known(row)
+        return [
+            (
+                list(_stored(lookup.originator_id, events.fetchall())),
+                known.get(lookup.window_id, {}),
+            )
+            for lookup, events in self.events
+        ]
+
+    def close(self) -> None:
+        for _, events in self.events:
+            events.close()
+        if self.index is not None:
+            self.index.close()
 
 
 def _stored(originator_id: UUID, rows: Iterable[Any]) -> Iterator[StoredEvent]:

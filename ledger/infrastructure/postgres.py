@@ -31,7 +31,7 @@ from ledger.infrastructure.pgchunks import (
     insert_chunks_parameters,
     insert_chunks_statement,
 )
-from ledger.infrastructure.pgreads import IdentityReads, close_reads, fetch_reads
+from ledger.infrastructure.pgreads import IdentityReads, PendingReads
 from ledger.infrastructure.pgrender import rendered, statement
 from ledger.infrastructure.pgschema import SerializedSchema
 from ledger.infrastructure.pgsnapshots import PostgresSnapshots
@@ -113,6 +113,12 @@ class LedgerPostgresRecorder(
         self._lookup = statement(
             "SELECT identity, payload_hash, state, bus_offset FROM {table} "
             "WHERE identity = ANY(%b) AND window_id = %b",
+            table=table,
+        )
+        # A group's windows' identities in one lookup (ADR 0041): each row says its window.
+        self._lookup_any_window = statement(
+            "SELECT identity, window_id, payload_hash, state, bus_offset FROM {table} "
+            "WHERE identity = ANY(%b)",
             table=table,
         )
         # Typed arrays sent in binary (%b) instead of the library's composite-type array,
@@ -344,15 +350,15 @@ class LedgerPostgresRecorder(
                                 # Wait for the lock before the first chunk is made: what the
                                 # generator reads from now on no other writer can outdate.
                                 self._lock_and_notify(curs)
-                                reads: list[Any] = []
+                                pending = PendingReads()
                                 try:
                                     if read is not None:  # in the lock's round trip
-                                        self.send_reads(conn, read.lookups, reads)
+                                        self.send_reads(conn, read.lookups, pending)
                                     pipeline.sync()
                                     if read is not None:
-                                        read.found = fetch_reads(reads)
+                                        read.found = pending.fetch()
                                 finally:
-                                    close_reads(reads)
+                                    pending.close()
                                 locked = True
                             self._send_chunks(curs, chunks, locked)
                             curs.execute(_COMMIT)

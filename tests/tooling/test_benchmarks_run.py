@@ -118,10 +118,20 @@ def test_the_http_benchmark_runs_for_two_seconds_a_phase_on_sqlite_and_prints_it
 ):
     # wrk when installed, else the benchmark's own Python load generator: it never needs to skip.
     output = run_benchmark("http", "--duration", "2", "--backend", "sqlite", timeout=600)
-    assert "RATIO sqlite single-event ledger/trivial req/s = " in output
+    assert re.search(
+        r"^RATIO sqlite single-event ledger/trivial req/s = \d+\.\d+ .*"
+        r"\(target >= 0\.4: (PASS|MISS)\)$",
+        output,
+        re.MULTILINE,
+    ), output
+    assert re.search(
+        r"^LATENCY sqlite single-event ledger: .* \(target < 50 ms: (PASS|MISS)\)$",
+        output,
+        re.MULTILINE,
+    ), output
     assert "RATIO sqlite batch-500 ledger/trivial events/s = " in output
     assert "CHECK single: " in output
-    assert "no targets are set yet" in output
+    assert "issue 10's targets are printed" in output
 
 
 @pytest.mark.postgres
@@ -140,7 +150,8 @@ def test_the_http_benchmark_on_postgresql_prints_its_hand_written_scale_out_and_
     number = r"\d+\.\d+"
     for line in (
         rf"^RATIO postgres single-event ledger/trivial req/s = {number} ",
-        rf"^RATIO postgres single-event ledger/hand-written req/s = {number} \([\d,]+ vs [\d,]+ ",
+        rf"^RATIO postgres single-event ledger/hand-written req/s = {number} \([\d,]+ vs [\d,]+ "
+        r".*\(target >= 1\.5: (PASS|MISS)\)$",
         rf"^LATENCY postgres single-event ledger: p50 {number} ms, p99 {number} ms",
         rf"^RATIO postgres single-event 2 servers/1 server req/s = {number} .*"
         r"\(target >= 1\.0: (PASS|MISS)\)$",
@@ -151,7 +162,8 @@ def test_the_http_benchmark_on_postgresql_prints_its_hand_written_scale_out_and_
         rf"^ROWS postgres single-event ledger: {number} rows read from ledger_events per request",
         rf"^ROWS postgres single-event ledger 2 servers: {number} rows read ",
         rf"^ROWS postgres single-event ledger 2 workers: {number} rows read ",
-        rf"^RATIO postgres batch-500 HTTP/library events/s = {number} \(HTTP [\d,]+ events/s",
+        rf"^RATIO postgres batch-500 HTTP/library events/s = {number} \(HTTP [\d,]+ events/s"
+        r".*\(target >= 0\.7: (PASS|MISS)\)$",
     ):
         assert re.search(line, output, re.MULTILINE), (line, output)
     assert re.search(r"^CHECK single: .*single ledger 2 servers: .*: ok", output, re.MULTILINE)
