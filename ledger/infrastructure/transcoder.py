@@ -16,6 +16,8 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 from eventsourcing.utils import get_topic
 
+from ledger.infrastructure.frozen import made_frozen
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
 
@@ -52,14 +54,13 @@ class LedgerMapper(Mapper[UUID]):
             data = self.compressor.compress(data)
         if self.cipher:
             data = self.cipher.encrypt(data)
-        stored = object.__new__(StoredEvent)
-        stored.__dict__.update(
+        return made_frozen(
+            StoredEvent,
             originator_id=originator_id,
             originator_version=originator_version,
             topic=topic,
             state=data,
         )
-        return stored
 
 
 _TOPICS: dict[type[Any], str] = {}
