@@ -121,7 +121,6 @@ class AdmissionsController(Controller):
         else:
             # A sealed window's guard may read its history: in a thread, not on the event loop.
             results = await anyio.to_thread.run_sync(lambda: services.admit(window_id, admissions))
-        services.wake_follower()  # the read side applies it now rather than at the next poll
         # Built as structs directly, not converted from dictionaries: a third of the cost for
         # a batch's 500 results.
         out = [
@@ -130,7 +129,7 @@ class AdmissionsController(Controller):
         ]
         counts: Counter[str] = Counter(r.verdict for r in out)
         for verdict_name, n in counts.items():
-            metrics.admissions.labels(verdict_name).inc(n)
+            metrics.count_admissions(verdict_name, n)
         return AdmissionResponse(window_id, out, dict(counts))
 
 

@@ -129,6 +129,30 @@ def test_a_refused_request_fails_alone_and_the_rest_of_its_group_is_recorded(
     assert [h["type"] for h in services.ledger.history("open-1")][1:] == ["EventAdmitted"] * 2
 
 
+def test_each_committed_group_is_told_once_and_a_failing_wake_fails_no_request(
+    grouping: Callable[..., Services], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The writer wakes the read side once per committed group (ADR 0044); the wake is an
+    optimisation: when it fails, the group has still committed and its requests are answered,
+    and the writer goes on."""
+    services = grouping(wait_ms=200.0)
+    told: list[int] = []
+
+    def failing_wake() -> None:
+        told.append(services.ledger.committer.groups)
+        raise OSError("the follower's pipe is gone")
+
+    services.ledger.committer.on_commit = failing_wake
+    calls = [lambda n=n: services.admit("woken", batch("woken", event(f"e{n}"))) for n in range(4)]
+    answers = concurrently(calls)
+    assert [[r.verdict.value for r in a] for a in answers] == [["ADMITTED"]] * 4
+    assert told == [1]  # one group of four requests: one wake
+    later = services.admit("woken", batch("woken", event("later")))
+    assert [r.verdict.value for r in later] == ["ADMITTED"]
+    assert told == [1, 2]
+    assert "waking the read side failed" in caplog.text
+
+
 class _TrackedBatch(list[Admission]):
     """A batch whose release can be watched (a list subclass takes a weak reference)."""
 

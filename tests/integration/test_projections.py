@@ -572,6 +572,30 @@ def test_the_background_follower_catches_up_without_being_asked(services):
     assert services.receipt("w1")["counts"]["admitted"] == 51
 
 
+def test_a_committed_group_wakes_the_follower_itself_with_polling_turned_off(services):
+    # The group committer wakes the read side once per group it commits (ADR 0044): the HTTP
+    # handler no longer does. On SQLite (no notifications) nothing else would wake the
+    # follower before its hour-long poll.
+    services.ledger.admit("w0", batch("w0", event("before")))  # the direct path: no wake
+    services.runner.poll_interval = 3600
+    services.start_following()
+    head = services.runner.head()
+    wait_until(
+        lambda: min(services.runner.positions().values()) >= head,
+        60,
+        "the follower's first step",
+    )
+    services.admit("w", batch("w", event("a"), event("b")))  # through the group committer
+    head = services.runner.head()
+    wait_until(
+        lambda: min(services.runner.positions().values()) >= head,
+        20,
+        "the group commit to wake the follower",
+    )
+    assert services.receipt("w")["counts"]["admitted"] == 2
+    assert services.ledger.committer.groups == 1
+
+
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 def test_on_postgresql_a_notification_wakes_the_follower_even_with_polling_turned_off(
     make_services, database_url
