@@ -547,28 +547,25 @@ def test_two_runners_that_are_already_tracking_apply_new_windows_exactly_once(
     assert [w["counts"]["admitted"] for w in writer.read.windows(None, None)[0]] == [1] + [40] * 6
 
 
+def followed_to_head(services: Any, what: str, timeout: float, head_of: Any = None) -> None:
+    """Wait until `services`' follower has applied the log up to its head now (the head as
+    `head_of` sees it: another process's services)."""
+    head = (head_of or services).runner.head()
+    wait_until(lambda: min(services.runner.positions().values()) >= head, timeout, what)
+
+
 def test_the_background_follower_catches_up_without_being_asked(services):
     services.start_following()
     for w in range(3):
         window_id = f"w{w}"
         services.ledger.admit(window_id, batch(window_id, *[event(str(n)) for n in range(50)]))
     services.ledger.close_window("w0")
-    head = services.runner.head()
-    wait_until(
-        lambda: min(services.runner.positions().values()) >= head,
-        60,
-        "the follower to reach the log head",
-    )
+    followed_to_head(services, "the follower to reach the log head", 60)
     assert services.gate("w0")["status"] == "PASS"
     assert [w["counts"]["admitted"] for w in services.read.windows(None, None)[0]] == [50, 50, 50]
     # It keeps following: a later admission is applied too.
     services.ledger.admit("w1", batch("w1", event("late")))
-    head = services.runner.head()
-    wait_until(
-        lambda: min(services.runner.positions().values()) >= head,
-        60,
-        "the follower to apply a later admission",
-    )
+    followed_to_head(services, "the follower to apply a later admission", 60)
     assert services.receipt("w1")["counts"]["admitted"] == 51
 
 
@@ -579,19 +576,9 @@ def test_a_committed_group_wakes_the_follower_itself_with_polling_turned_off(ser
     services.ledger.admit("w0", batch("w0", event("before")))  # the direct path: no wake
     services.runner.poll_interval = 3600
     services.start_following()
-    head = services.runner.head()
-    wait_until(
-        lambda: min(services.runner.positions().values()) >= head,
-        60,
-        "the follower's first step",
-    )
+    followed_to_head(services, "the follower's first step", 60)
     services.admit("w", batch("w", event("a"), event("b")))  # through the group committer
-    head = services.runner.head()
-    wait_until(
-        lambda: min(services.runner.positions().values()) >= head,
-        20,
-        "the group commit to wake the follower",
-    )
+    followed_to_head(services, "the group commit to wake the follower", 20)
     assert services.receipt("w")["counts"]["admitted"] == 2
     assert services.ledger.committer.groups == 1
 
@@ -619,12 +606,7 @@ def test_on_postgresql_a_notification_wakes_the_follower_even_with_polling_turne
 
     wait_until(listening, 30, "the follower to LISTEN")
     writer.ledger.admit("w", batch("w", *[event(str(n)) for n in range(5)]))
-    head = writer.runner.head()
-    wait_until(
-        lambda: min(follower.runner.positions().values()) >= head,
-        60,
-        "a NOTIFY to wake the follower",
-    )
+    followed_to_head(follower, "a NOTIFY to wake the follower", 60, head_of=writer)
     assert follower.receipt("w")["counts"]["admitted"] == 5
 
 
