@@ -30,7 +30,8 @@ What one run does (loopback only, every server and load generator is a subproces
            trivial again;
   batch    --batch-size (500) new events per request, --batch-connections (4) connections:
            trivial, ledger, trivial again; then the ledger as a library (no HTTP, no read
-           side, one caller) on the same events, on a database of its own;
+           side, one caller) on the same events, on a database of its own, timed inside
+           `Ledger.admit` only (making each batch's items is not timed);
   the ceiling is the better of its two runs, so drift on a noisy machine favours no one;
   requests are spread over --windows (4) windows per phase. Every ledger (and hand-written)
   response must be 200 with every event ADMITTED, or 503 (nothing recorded: counted and

@@ -13,6 +13,7 @@ import json
 import logging
 from uuid import UUID
 
+import msgspec
 from eventsourcing.persistence import ApplicationRecorder, Mapper
 
 from ledger.application.history import HistoryReader
@@ -23,8 +24,16 @@ from ledger.ports import SnapshotStore, WindowSnapshot
 
 LOAD_PAGE = 1000  # events decoded at a time when replaying
 DEFAULT_SNAPSHOT_INTERVAL = 500
+# Pending identities a snapshot may hold for each event of its interval before the interval
+# stretches (about 75 bytes each: a snapshot then costs at most ~300 bytes an event).
+PENDING_PER_EVENT = 4
 
 log = logging.getLogger(__name__)
+
+# A snapshot holds every pending identity (a whole outage's): written in the order the window
+# holds them, not sorted, and by msgspec, it costs about a fortieth of the standard library's
+# sorted text (1 against 44 ms for 20,000 of them), paid every `interval` events.
+_encode_snapshot = msgspec.json.Encoder().encode
 
 
 class WindowLoader:
@@ -103,13 +112,22 @@ class WindowLoader:
         return None
 
     def due(self, window: Window, since_version: int) -> WindowSnapshot | None:
-        """The window's snapshot when this command carried it across a multiple of the
+        """The window's snapshot when this command carried it across a multiple of its
         interval (None otherwise): written in the command's own transaction."""
-        if self.interval <= 0 or window.version // self.interval <= since_version // self.interval:
+        interval = self.interval_for(window)
+        if interval <= 0 or window.version // interval <= since_version // interval:
             return None
         return self.take(window)
 
+    def interval_for(self, window: Window) -> int:
+        """The interval, stretched by a multiple for every PENDING_PER_EVENT x interval
+        identities pending in the window (ADR 0045): a snapshot holds them all, so what
+        snapshots write stays a bounded number of bytes an event however long an outage
+        was, and a load still reads one snapshot and at most that many events."""
+        if self.interval <= 0:
+            return self.interval
+        return self.interval * (1 + len(window.pending) // (PENDING_PER_EVENT * self.interval))
+
     @staticmethod
     def take(window: Window) -> WindowSnapshot:
-        state = json.dumps(snapshot_state(window), sort_keys=True, separators=(",", ":"))
-        return WindowSnapshot(window.id, window.version, state.encode())
+        return WindowSnapshot(window.id, window.version, _encode_snapshot(snapshot_state(window)))

@@ -178,6 +178,9 @@ class WindowUnitOfWork:
         brought up to date by the events it lacks (a window that was not cached is loaded from
         its snapshot and the events after it). `after_lost_race`: the command for the re-runs
         (an admission judged under the table lock, which cannot lose again: ADR 0022)."""
+        # A group names a window once a request: keep (and put back) each one once, not a copy
+        # of its state (pending identities included) for every request that names it.
+        window_ids = list(dict.fromkeys(window_ids))
 
         def evict_all(only_if_dirty: bool = False) -> None:
             for window_id in window_ids:

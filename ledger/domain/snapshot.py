@@ -40,13 +40,15 @@ def snapshot_state(window: Window) -> dict[str, Any]:
 
 
 def copy_window(window: Window) -> Window:
-    """A copy of the window's state that shares nothing mutable with it, without its pending
-    events: what a command keeps to put back if it loses a version race, so the next attempt
-    reads only the events the window lacks instead of loading it again."""
+    """A copy of the window's state, without its pending events: what a command keeps to put
+    back if it loses a version race, so the next attempt reads only the events the window
+    lacks instead of loading it again. It shares nothing that is changed in place, except the
+    pending identities, which either side copies before its first change (`own_pending`): a
+    command that settles no publish outcome copies none of them."""
     copy = object.__new__(Window)
     state = dict(window.__dict__)
     state["_pending_events"] = []
-    state["pending"] = dict(window.pending)
+    state["pending_shared"] = window.pending_shared = True
     if window.bus_offsets is not None:
         state["bus_offsets"] = list(window.bus_offsets)
     state["source_offsets"] = {p: list(r) for p, r in window.source_offsets.items()}

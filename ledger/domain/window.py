@@ -100,7 +100,7 @@ class Window(ChainedAggregate):
 
         def apply(self, window: Window) -> None:
             window.publish_unknown += 1
-            window.pending[self.identity] = self.originator_version
+            window.own_pending()[self.identity] = self.originator_version
             window._note_source(self.source)
 
     class PublishReconciled(Event):
@@ -110,7 +110,7 @@ class Window(ChainedAggregate):
 
         def apply(self, window: Window) -> None:
             window.reconciled += 1
-            del window.pending[self.identity]
+            del window.own_pending()[self.identity]
             if self.outcome == "published":
                 assert self.offset is not None
                 window.admitted += 1
@@ -141,6 +141,9 @@ class Window(ChainedAggregate):
 
     # For a window made from a snapshot written before the counter existed.
     bus_duplicates_accepted = 0
+    # `pending` is shared with a copy (`copy_window`, made by every command): copied on its
+    # next change, not on every copy, as it may hold a whole outage's admissions (ADR 0045).
+    pending_shared = False
 
     def __init__(self, window_id: str) -> None:
         self.window_id = window_id
@@ -157,6 +160,13 @@ class Window(ChainedAggregate):
         self.source_offsets: dict[str, list[int]] = {}
         self.summary: dict[str, Any] | None = None
         self.closed_at: str | None = None
+
+    def own_pending(self) -> dict[str, int]:
+        """`pending`, to be changed: copied first if a copy of the window shares it."""
+        if self.pending_shared:
+            self.pending = dict(self.pending)
+            self.pending_shared = False
+        return self.pending
 
     @classmethod
     def open(cls, window_id: str) -> Window:

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from ledger.admissions import Admission
-from ledger.application import STREAM_CHUNK, AdmissionResult, Ledger
+from ledger.application import STREAM_CHUNK, AdmissionResult, Ledger, unit_of_work
+from ledger.domain.window import Window
 from ledger.errors import WindowClosed
 from ledger.infrastructure.embedded import EmbeddedPublisher
 from ledger.ports import LockedRead, Message, PublishOutcome
@@ -151,6 +152,31 @@ def test_each_committed_group_is_told_once_and_a_failing_wake_fails_no_request(
     assert [r.verdict.value for r in later] == ["ADMITTED"]
     assert told == [1, 2]
     assert "waking the read side failed" in caplog.text
+
+
+def test_a_group_of_many_requests_to_one_window_keeps_one_copy_of_it_not_one_a_request(
+    grouping: Callable[..., Services], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a group keeps to put back after a lost race is a copy of each window's state,
+    pending identities included (all of a window's admissions while the bus is down): one copy
+    a window, however many of the group's requests name it (one a request made the writer's
+    cost per request grow with the window's pending set)."""
+    services = grouping(wait_ms=200.0)
+    services.admit("kept", batch("kept", event("first")))  # cached from here on
+    copies: list[str] = []
+    real_copy = unit_of_work.copy_window
+
+    def counted_copy(window: Window) -> Window:
+        copies.append(window.window_id)
+        return real_copy(window)
+
+    monkeypatch.setattr(unit_of_work, "copy_window", counted_copy)
+    groups = services.ledger.committer.groups
+    calls = [lambda n=n: services.admit("kept", batch("kept", event(f"e{n}"))) for n in range(8)]
+    answers = concurrently(calls)
+    assert [[r.verdict.value for r in a] for a in answers] == [["ADMITTED"]] * 8
+    assert services.ledger.committer.groups == groups + 1  # the eight went in one group
+    assert copies == ["kept"]
 
 
 class _TrackedBatch(list[Admission]):

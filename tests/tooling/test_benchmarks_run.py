@@ -1,9 +1,9 @@
-"""The benchmarks (admission, cold, http, pages, projections, scrub) run end to end at a tiny size,
-as `python -m benchmarks.NAME`. No timing is asserted: only that each finishes, checks its own
-results (it exits non-zero if they are wrong: stored identities, the rebuilt read models, a
-ledger request not answered ADMITTED, a scrub that never ran, a page that does not answer what
-it must) and prints the lines the README quotes (ratios, flatness, memory, verify throughput,
-page latency targets)."""
+"""The benchmarks (admission, cold, http, pages, pending, projections, scrub) run end to end at a
+tiny size, as `python -m benchmarks.NAME`. No timing is asserted: only that each finishes,
+checks its own results (it exits non-zero if they are wrong: stored identities, the rebuilt
+read models, a ledger request not answered ADMITTED, a scrub that never ran, a page that does
+not answer what it must) and prints the lines the README quotes (ratios, flatness, memory,
+verify throughput, page latency targets)."""
 
 from __future__ import annotations
 
@@ -56,6 +56,31 @@ def test_the_admission_benchmark_runs_at_a_tiny_size_and_prints_its_ratio_lines(
     assert f"RATIO {backend} ledger/baseline(b) raw insert" in output
     assert f"FLATNESS {backend} ledger:" in output
     assert f"MEMORY {backend} ledger:" in output
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_the_pending_benchmark_runs_at_a_tiny_size_and_prints_its_ratio_lines(
+    backend: str,
+) -> None:
+    require_backend(backend)
+    output = run_benchmark(
+        "pending",
+        *("--pending", "300", "--clients", "4", "--duration", "0.5"),
+        *("--backend", backend, "--postgres-url", ADMIN_URL),
+    )
+    assert re.search(
+        rf"^RATIO {backend} writer CPU a request, clear/outage = \d+\.\d\d "
+        r"\(target >= 0\.8: (PASS|MISS)\)$",
+        output,
+        re.MULTILINE,
+    ), output
+    assert re.search(
+        rf"^RATIO {backend} requests/s outage/clear = \d+\.\d\d \(for information\)$",
+        output,
+        re.MULTILINE,
+    ), output
 
 
 @pytest.mark.parametrize(
