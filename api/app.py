@@ -5,6 +5,7 @@ starts; nothing connects at import."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +27,7 @@ from api.controllers import (
     SystemController,
     WindowsController,
 )
+from api.delivery import Deliveries
 from api.errors import EXCEPTION_HANDLERS
 from api.metrics import LedgerMetrics
 from api.pages import STATIC, TEMPLATES, PagesController
@@ -72,6 +74,8 @@ def create_app(
         holder["services"] = app.state.services = built
         holder["metrics"] = app.state.metrics = LedgerMetrics(built)
         app.state.health_threads = anyio.CapacityLimiter(HEALTH_THREADS)
+        # The group commit's answers reach this loop in batches (ADR 0046).
+        app.state.deliveries = Deliveries(asyncio.get_running_loop())
         built.start_following()
         if own_process:
             # Modules, the app, its routes and the services: ~100,000 long-lived objects that

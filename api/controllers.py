@@ -5,9 +5,7 @@ thread."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
-from concurrent.futures import Future
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -16,9 +14,9 @@ from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, Parameter
-from litestar.types import Receive
 
 from api.auth import requires
+from api.delivery import within_deadline
 from api.metrics import LedgerMetrics
 from api.refusals import decoded_strictly, refuse_deep_admissions, strict_admissions
 from api.schemas import (
@@ -41,9 +39,7 @@ from api.schemas import (
     WindowPage,
 )
 from ledger.admissions import NAME_PATTERN, check_window_id, prepare
-from ledger.application import AdmissionResult
 from ledger.application.bus_duplicates import DEFAULT_REASON
-from ledger.application.group_commit import withdrawn
 from ledger.errors import InvalidAdmission, WindowNotFound
 from service.composition import Services
 
@@ -68,8 +64,6 @@ def _errors(*codes: int) -> dict[int, ResponseSpec]:
 
 # Requests of up to this many events are prepared on the event loop (ADR 0020).
 INLINE_PREPARE_EVENTS = 16
-# After this long waiting for its write, a request also listens for its client leaving.
-CLIENT_CHECK_AFTER = 0.1
 
 
 class AdmissionsController(Controller):
@@ -115,8 +109,11 @@ class AdmissionsController(Controller):
         # The request waits for its group's commit without holding a thread.
         pending = services.submit_admission(window_id, admissions)
         if pending is not None:
-            results = await _within_deadline(
-                pending, services.settings.request_timeout_seconds, request.receive
+            results = await within_deadline(
+                pending,
+                services.settings.request_timeout_seconds,
+                request.receive,
+                request.app.state.deliveries,
             )
         else:
             # A sealed window's guard may read its history: in a thread, not on the event loop.
@@ -131,37 +128,6 @@ class AdmissionsController(Controller):
         for verdict_name, n in counts.items():
             metrics.count_admissions(verdict_name, n)
         return AdmissionResponse(window_id, out, dict(counts))
-
-
-async def _within_deadline(
-    pending: Future[list[AdmissionResult]], timeout: float, receive: Receive
-) -> list[AdmissionResult]:
-    """The request's results. A request the writer has not taken yet is withdrawn (nothing
-    recorded) at its deadline, answering 503, or as soon as its client goes away; one being
-    written is its outcome (ADR 0027). The client is listened to only once the request has
-    waited CLIENT_CHECK_AFTER: nearly all are answered sooner, at no extra cost."""
-    waiting = asyncio.wrap_future(pending)
-    done, _ = await asyncio.wait({waiting}, timeout=min(CLIENT_CHECK_AFTER, timeout))
-    if not done:
-        gone: asyncio.Future[Any] = asyncio.ensure_future(_client_gone(receive))
-        either: set[asyncio.Future[Any]] = {waiting, gone}
-        try:
-            await asyncio.wait(
-                either,
-                timeout=max(0.0, timeout - CLIENT_CHECK_AFTER),
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        finally:
-            gone.cancel()
-        if not waiting.done() and pending.cancel():
-            raise withdrawn(timeout) from None
-    return await waiting
-
-
-async def _client_gone(receive: Receive) -> None:
-    """Returns when the client has disconnected (the body has been read already)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 class WindowsController(Controller):
