@@ -30,9 +30,22 @@ class TokenAuth:
         return found
 
     def _presented(self, connection: ASGIConnection[Any, Any, Any, Any]) -> frozenset[str] | None:
-        header = connection.headers.get("authorization", "")
+        return self._bearer(connection.headers.get("authorization", ""))
+
+    def _bearer(self, header: str) -> frozenset[str] | None:
         kind, _sep, presented = header.partition(" ")
         return self.scopes_of(presented.strip()) if kind.lower() == "bearer" else None
+
+    def grants(self, headers: list[tuple[bytes, bytes]], scope: str) -> bool:
+        """Whether raw ASGI headers carry a token with `scope` (or auth is off): `check` for
+        a path that has no Litestar request, which leaves every refusal to the route."""
+        if not self.enabled:
+            return True
+        values = [value for name, value in headers if name == b"authorization"]
+        if len(values) != 1:  # none, or several: the route says which refusal it is
+            return False
+        scopes = self._bearer(values[0].decode("latin-1"))
+        return scopes is not None and scope in scopes
 
     def allows(self, connection: ASGIConnection[Any, Any, Any, Any], scope: str) -> bool:
         """Whether the caller may see what `scope` guards (anyone, without tokens); for an

@@ -27,14 +27,17 @@ MAX_VALUES = 1_200_000
 
 strict_admissions = msgspec.json.Decoder(AdmissionRequest).decode
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# The scope key of a failure the lean path met after handing the request to the writer
+# (ADR 0047): the route's hook raises it, so it meets the route's exception handlers.
+LEAN_FAILURE = "ledger.lean_failure"
 
 
 async def refuse_control_characters(request: Request[Any, Any, Any]) -> None:
     """No path parameter takes a control character: 400, as any bad path parameter. The app's
     hook, for every route: a NUL once reached the static files' `os.stat` (a 500)."""
     # Async, though it never awaits: Litestar runs a sync hook in a worker thread.
-    if _CONTROL.search(request.scope["path"]):
+    if CONTROL.search(request.scope["path"]):
         raise ValidationException(
             detail="the path holds a control character (U+0000 to U+001F or U+007F), "
             "which no path parameter takes"
@@ -46,7 +49,11 @@ async def refuse_deep_admissions(request: Request[Any, Any, Any]) -> Response[An
     Litestar's decoder recurses into it (near 1,000 levels it fails with a RecursionError);
     then what decoding the body will cost (ADR 0029); then the one decode of it (ADR 0036).
     First of all, the token: the route checks the `admit` scope here instead of in a guard, for
-    which Litestar copies the route handler on every request (ADR 0039)."""
+    which Litestar copies the route handler on every request (ADR 0039). Before even that, a
+    failure the lean path met with the token granted (ADR 0047)."""
+    failure = request.scope.pop(LEAN_FAILURE, None)  # type: ignore[misc]
+    if failure is not None:
+        raise failure
     request.app.state.auth.check(request, "admit")
     await refuse_control_characters(request)
     body = await request.body()
