@@ -132,7 +132,10 @@ def _plain(scope: Scope) -> str | None:
             length = value
         elif name == b"transfer-encoding":
             return None
-    if length is None or not length.isdigit() or not 0 < int(length) <= SMALL_BODY_BYTES:
+    # At most six digits: `int` of thousands of them is slow, and refused beyond 4,300.
+    if length is None or not (0 < len(length) <= 6 and length.isdigit()):
+        return None
+    if not 0 < int(length) <= SMALL_BODY_BYTES:
         return None
     if CONTROL.search(scope["path"]):
         return None
@@ -153,8 +156,8 @@ async def _read_body(receive: Receive) -> tuple[bytes, list[ReceiveMessage]]:
         messages.append(message)
         if message["type"] != "http.request":
             return b"", messages
-        chunks.append(message["body"])
-        if not message["more_body"]:
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
             return b"".join(chunks), messages
 
 
