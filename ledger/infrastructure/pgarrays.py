@@ -16,7 +16,7 @@ from psycopg.adapt import AdaptersMap, Dumper
 from psycopg.pq import Format
 
 _TEXT, _BYTEA, _INT8 = 25, 17, 20
-_TEXT_ARRAY, _BYTEA_ARRAY, _INT8_ARRAY = 1009, 1001, 1016
+TEXT_ARRAY, BYTEA_ARRAY, INT8_ARRAY = 1009, 1001, 1016
 _HEADER = struct.Struct("!iiiii")
 _NULL = (-1).to_bytes(4, "big", signed=True)
 _INT8_ITEM = struct.Struct("!iq")
@@ -62,36 +62,47 @@ def _dump_bytes(element_oid: int, items: Sequence[bytes]) -> bytes:
     return b"".join(parts)
 
 
+def text_array(items: Sequence[str]) -> bytes:
+    return _dump_bytes(_TEXT, [item.encode("utf-8") for item in items])
+
+
+def bytea_array(items: Sequence[bytes]) -> bytes:
+    return _dump_bytes(_BYTEA, items)
+
+
+def int8_array(items: Sequence[int | None]) -> bytes:
+    if None in items:
+        parts = [_header(True, _INT8, len(items))]
+        for item in items:
+            parts.append(_NULL if item is None else _INT8_ITEM.pack(8, item))
+        return b"".join(parts)
+    return _header(False, _INT8, len(items)) + b"".join(
+        [_INT8_ITEM.pack(8, item) for item in items if item is not None]
+    )
+
+
 class _TextArrayDumper(Dumper):
     format = Format.BINARY
-    oid = _TEXT_ARRAY
+    oid = TEXT_ARRAY
 
     def dump(self, obj: TextArray) -> bytes:
-        return _dump_bytes(_TEXT, [item.encode("utf-8") for item in obj.items])
+        return text_array(obj.items)
 
 
 class _ByteaArrayDumper(Dumper):
     format = Format.BINARY
-    oid = _BYTEA_ARRAY
+    oid = BYTEA_ARRAY
 
     def dump(self, obj: ByteaArray) -> bytes:
-        return _dump_bytes(_BYTEA, obj.items)
+        return bytea_array(obj.items)
 
 
 class _Int8ArrayDumper(Dumper):
     format = Format.BINARY
-    oid = _INT8_ARRAY
+    oid = INT8_ARRAY
 
     def dump(self, obj: Int8Array) -> bytes:
-        items = obj.items
-        if None in items:
-            parts = [_header(True, _INT8, len(items))]
-            for item in items:
-                parts.append(_NULL if item is None else _INT8_ITEM.pack(8, item))
-            return b"".join(parts)
-        return _header(False, _INT8, len(items)) + b"".join(
-            [_INT8_ITEM.pack(8, item) for item in items if item is not None]
-        )
+        return int8_array(obj.items)
 
 
 def register(adapters: AdaptersMap) -> None:

@@ -8,11 +8,12 @@ from contextlib import AbstractContextManager
 from typing import Any
 from uuid import UUID
 
-from psycopg import Connection, Cursor
+from psycopg import Connection
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composable, Identifier
 
 from ledger.infrastructure.pgrender import statement
+from ledger.infrastructure.pgwire import Executes
 from ledger.ports import WindowSnapshot
 
 
@@ -49,7 +50,7 @@ class PostgresSnapshots:
             snapshots=snapshots,
         )
 
-    def _write_snapshot(self, curs: Cursor[DictRow], snapshot: WindowSnapshot | None) -> None:
+    def _write_snapshot(self, curs: Executes, snapshot: WindowSnapshot | None) -> None:
         if snapshot is not None:
             curs.execute(
                 self._put_snapshot,

@@ -19,7 +19,7 @@ from typing import Any
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg import Connection, Cursor
-from psycopg.errors import PipelineAborted
+from psycopg import errors as pg_errors
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier, Literal
 
@@ -35,6 +35,7 @@ from ledger.infrastructure.pgreads import IdentityReads, PendingReads
 from ledger.infrastructure.pgrender import rendered, statement
 from ledger.infrastructure.pgschema import SerializedSchema
 from ledger.infrastructure.pgsnapshots import PostgresSnapshots
+from ledger.infrastructure.pgwire import Executes, Wire
 from ledger.ports import Chunk, IndexChange, LockedRead, WindowSnapshot
 
 LOOKUP_CHUNK = 500
@@ -173,7 +174,7 @@ class LedgerPostgresRecorder(
             )
         )
 
-    def _lock_and_notify(self, curs: Cursor[DictRow]) -> None:
+    def _lock_and_notify(self, curs: Executes) -> None:
         """What the library's `_lock_table` and `_notify_channel` do, in two statements
         rendered once instead of three made and rendered each time (ADR 0041)."""
         curs.execute(self._timeout_and_notify, prepare=True)
@@ -227,7 +228,7 @@ class LedgerPostgresRecorder(
             conn.execute(self._statement_timeout)
             self._taught.add(conn)
 
-    def _write_index(self, curs: Cursor[DictRow], index_changes: Sequence[IndexChange]) -> None:
+    def _write_index(self, curs: Executes, index_changes: Sequence[IndexChange]) -> None:
         groups: dict[tuple[str, bool], list[IndexChange]] = {}
         for ch in index_changes:
             if ch.state is not None:
@@ -248,11 +249,7 @@ class LedgerPostgresRecorder(
         if deletes:
             curs.execute(self._delete, (ByteaArray(deletes),))
 
-    def _send_events(
-        self,
-        curs: Cursor[DictRow],
-        stored_events: Sequence[StoredEvent],
-    ) -> None:
+    def _send_events(self, curs: Executes, stored_events: Sequence[StoredEvent]) -> None:
         originator_id = stored_events[0].originator_id
         if all(
             e.originator_id is originator_id or e.originator_id == originator_id
@@ -280,7 +277,7 @@ class LedgerPostgresRecorder(
         )
 
     def _send_chunk(
-        self, curs: Cursor[DictRow], events: Sequence[StoredEvent], changes: Sequence[IndexChange]
+        self, curs: Executes, events: Sequence[StoredEvent], changes: Sequence[IndexChange]
     ) -> None:
         if events and changes:
             window_id, originator_id = changes[0].window_id, events[0].originator_id
@@ -307,7 +304,7 @@ class LedgerPostgresRecorder(
             self._send_events(curs, events)
         self._write_index(curs, changes)
 
-    def _send_chunks(self, curs: Cursor[DictRow], chunks: Iterable[Chunk], locked: bool) -> None:
+    def _send_chunks(self, curs: Executes, chunks: Iterable[Chunk], locked: bool) -> None:
         held = HeldChunks()  # small chunks go together (ADR 0038)
         for events, changes, snapshot in chunks:
             if not locked and (events or changes):
@@ -321,7 +318,7 @@ class LedgerPostgresRecorder(
             self._write_snapshot(curs, snapshot)
         self._send_held(curs, held)
 
-    def _send_held(self, curs: Cursor[DictRow], held: HeldChunks) -> None:
+    def _send_held(self, curs: Executes, held: HeldChunks) -> None:
         chunks = held.take()
         if len(chunks) == 1:
             self._send_chunk(curs, *chunks[0])
@@ -331,57 +328,37 @@ class LedgerPostgresRecorder(
     def insert_event_stream(
         self, chunks: Iterable[Chunk], lock_first: bool = False, read: LockedRead | None = None
     ) -> None:
-        """One pipelined transaction: each chunk's statements go to the server as soon as the
-        chunk is made, so the server writes chunk k while Python makes chunk k+1 (two cores).
-        Same statements, same lock, same all-or-nothing as `insert_events`; a unique violation
-        (another writer took the version) surfaces as eventsourcing's IntegrityError."""
-        failure: Exception | None = None
+        """One pipelined transaction sent straight through libpq (ADR 0049): each chunk's
+        statements go to the server as soon as the chunk is made, so the server writes chunk k
+        while Python makes chunk k+1 (two cores). Same statements, same lock, same
+        all-or-nothing as `insert_events`; a unique violation (another writer took the
+        version) surfaces as eventsourcing's IntegrityError, raised inside get_connection,
+        which turns psycopg's errors into the library's."""
         with self._connection() as conn:
-            # BEGIN and COMMIT are sent as statements of the pipeline (not psycopg's transaction
-            # block, whose exit waits for a round trip of its own): the whole batch, commit
-            # included, costs one sync.
             try:
-                with conn.pipeline() as pipeline:
-                    try:
-                        with conn.cursor() as curs:
-                            curs.execute(_BEGIN)
-                            locked = False
-                            if lock_first:
-                                # Wait for the lock before the first chunk is made: what the
-                                # generator reads from now on no other writer can outdate.
-                                self._lock_and_notify(curs)
-                                pending = PendingReads()
-                                try:
-                                    if read is not None:  # in the lock's round trip
-                                        self.send_reads(conn, read.lookups, pending)
-                                    pipeline.sync()
-                                    if read is not None:
-                                        read.found = pending.fetch()
-                                finally:
-                                    pending.close()
-                                locked = True
-                            self._send_chunks(curs, chunks, locked)
-                            curs.execute(_COMMIT)
-                            pipeline.sync()
-                    except Exception as exc:
-                        # Re-raised once the pipeline is closed (psycopg warns otherwise).
-                        failure = exc
-            except Exception as exc:
-                # The pipeline's exit reports the error of the statement that failed first
-                # (another writer took a version: a unique violation), where a later statement
-                # only met the aborted pipeline: that first error says what happened.
-                if failure is None or isinstance(failure, PipelineAborted):
-                    failure = exc
-            if isinstance(failure, PipelineAborted):
-                # Nothing said why: a re-run of the command (nothing was recorded) finds out.
-                failure = IntegrityError(f"the streamed write was aborted: {failure}")
-            if failure is not None:
-                # The generator failed, or the server did (then it skipped the rest, COMMIT
-                # included, up to the sync): either way the transaction is still open.
-                conn.rollback()
-            # Raised inside get_connection, which turns psycopg's errors into the library's.
-            if failure is not None:
-                raise failure
+                # BEGIN and COMMIT are statements of the pipeline: the whole batch, commit
+                # included, costs one sync. A failure rolls back (Wire.close).
+                with Wire(conn) as wire:
+                    wire.execute(_BEGIN, prepare=False)
+                    locked = False
+                    if lock_first:
+                        # Wait for the lock before the first chunk is made: what the generator
+                        # reads from now on no other writer can outdate.
+                        self._lock_and_notify(wire)
+                        pending = PendingReads()
+                        if read is not None:  # in the lock's round trip
+                            self.send_reads(wire, read.lookups, pending)
+                        results = wire.sync()
+                        if read is not None:
+                            read.found = pending.fetch(results)
+                        locked = True
+                    self._send_chunks(wire, chunks, locked)
+                    wire.execute(_COMMIT, prepare=False)
+                    wire.sync()
+            except pg_errors.InvalidSqlStatementName as exc:
+                # The connection's statements were deallocated (pgwire); nothing was recorded:
+                # the command runs again, and they are prepared anew.
+                raise IntegrityError(f"the streamed write met a missing statement: {exc}") from exc
 
     def count_identities(self, window_id: str) -> dict[str, int]:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
