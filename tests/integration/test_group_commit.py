@@ -37,11 +37,12 @@ def grouping(migrated: Settings) -> Iterator[Callable[..., Services]]:
     """Services whose group commit waits `wait_ms` (long, so concurrent requests surely meet)."""
     with ExitStack() as made:
 
-        def make(wait_ms: float = 30.0) -> Services:
+        def make(wait_ms: float = 30.0, events: int = 1000) -> Services:
             settings = Settings(
                 database_url=migrated.database_url,
                 signing_key=migrated.signing_key,
                 group_commit_ms=wait_ms,
+                group_commit_events=events,
             )
             built = build_services(settings)
             made.callback(built.close)
@@ -177,6 +178,21 @@ def test_a_group_of_many_requests_to_one_window_keeps_one_copy_of_it_not_one_a_r
     assert [[r.verdict.value for r in a] for a in answers] == [["ADMITTED"]] * 8
     assert services.ledger.committer.groups == groups + 1  # the eight went in one group
     assert copies == ["kept"]
+
+
+def test_a_group_holds_at_most_its_events_and_what_is_queued_beyond_goes_in_the_next(
+    grouping: Callable[..., Services],
+) -> None:
+    services = grouping(wait_ms=200.0, events=3)
+    services.admit("bounded", batch("bounded", event("first")))
+    groups, requests = services.ledger.committer.groups, services.ledger.committer.requests
+    calls = [
+        lambda n=n: services.admit("bounded", batch("bounded", event(f"e{n}"))) for n in range(8)
+    ]
+    answers = concurrently(calls)
+    assert [[r.verdict.value for r in a] for a in answers] == [["ADMITTED"]] * 8
+    assert services.ledger.committer.requests == requests + 8
+    assert services.ledger.committer.groups - groups >= 3  # at most three events a group
 
 
 class _TrackedBatch(list[Admission]):
