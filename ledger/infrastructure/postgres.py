@@ -111,15 +111,20 @@ class LedgerPostgresRecorder(
             table=table,
         )
         self._delete = statement("DELETE FROM {table} WHERE identity = ANY(%b)", table=table)
+        # One index probe a key, whatever the table's size or statistics (ADR 0050): the
+        # LIMIT keeps the planner from flattening the subquery into a join it could hash.
         self._lookup = statement(
-            "SELECT identity, payload_hash, state, bus_offset FROM {table} "
-            "WHERE identity = ANY(%b) AND window_id = %b",
+            "SELECT i.identity, i.payload_hash, i.state, i.bus_offset "
+            "FROM unnest(%b::bytea[]) AS k(identity) CROSS JOIN LATERAL ("
+            "SELECT * FROM {table} AS l WHERE l.identity = k.identity AND l.window_id = %b "
+            "LIMIT 1) AS i",
             table=table,
         )
         # A group's windows' identities in one lookup (ADR 0041): each row says its window.
         self._lookup_any_window = statement(
-            "SELECT identity, window_id, payload_hash, state, bus_offset FROM {table} "
-            "WHERE identity = ANY(%b)",
+            "SELECT i.identity, i.window_id, i.payload_hash, i.state, i.bus_offset "
+            "FROM unnest(%b::bytea[]) AS k(identity) CROSS JOIN LATERAL ("
+            "SELECT * FROM {table} AS l WHERE l.identity = k.identity LIMIT 1) AS i",
             table=table,
         )
         # Typed arrays sent in binary (%b) instead of the library's composite-type array,

@@ -25,7 +25,7 @@ from service.settings import Settings
 from tests.support.builders import event
 from tests.support.http import TOKENS, UNKNOWN_TOKEN, admit, as_token, assert_error, in_process
 from tests.support.nats import AnyNats, release_event_loop, unique_stream
-from tests.support.services import ADMIN_URL, wait_until
+from tests.support.services import ADMIN_URL, one_row, wait_until
 
 # A liveness bound, not a benchmark: the checks give up after 0.8 s.
 ANSWER_WITHIN_SECONDS = 2.0
@@ -118,13 +118,12 @@ def test_without_tokens_everyone_gets_the_parts_and_never_where_they_are(migrate
 
 
 def writers_waiting_on_a_lock(url: str) -> int:
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
+    (waiting,) = one_row(
+        url,
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    return int(waiting)
 
 
 def test_health_answers_in_bounded_time_while_writers_queue_on_the_event_store_table_lock(

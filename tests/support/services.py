@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, LiteralString
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -89,3 +90,11 @@ def postgres_database() -> Iterator[str]:
         missing_service(reason)
     with throwaway_database() as url:
         yield url
+
+
+def one_row(url: str, query: LiteralString) -> tuple[Any, ...]:
+    """The one row a query returns, read on a connection of its own (autocommit)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(query).fetchone()
+    assert row is not None, query
+    return tuple(row)
