@@ -365,8 +365,9 @@ def test_the_admitted_read_model_lists_admitted_events_in_offset_order_without_u
 
 
 def test_the_admitted_read_model_keeps_awkward_payloads_sources_and_ids_exactly(services):
-    # Rows reach PostgreSQL as one JSON document a batch (ADR 0032): what JSON escapes (quotes,
-    # backslashes, control characters, non-ASCII) must come back as admitted, and nulls as null.
+    # Rows reach PostgreSQL in one binary COPY a batch (ADR 0051; one JSON document before, ADR
+    # 0032): quotes, backslashes, control characters and non-ASCII text must come back as
+    # admitted, and nulls as null.
     awkward = [
         {
             "text": 'a "quoted" \\ back\\slash',
