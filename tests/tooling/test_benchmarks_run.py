@@ -187,6 +187,7 @@ def test_the_http_benchmark_on_postgresql_prints_its_hand_written_scale_out_and_
         rf"^ROWS postgres single-event ledger: {number} rows read from ledger_events per request",
         rf"^ROWS postgres single-event ledger 2 servers: {number} rows read ",
         rf"^ROWS postgres single-event ledger 2 workers: {number} rows read ",
+        r"^library batch runs \(before, after the ledger\): [\d,]+, [\d,]+ events/s; best used$",
         rf"^RATIO postgres batch-500 HTTP/library events/s = {number} \(HTTP [\d,]+ events/s"
         r".*\(target >= 0\.7: (PASS|MISS)\)$",
     ):
