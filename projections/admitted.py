@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, and_, bindparam, delete, update
 
-from projections.base import ProjectedEvent, to_json
+from projections.base import ProjectedEvent, hashed_to_json, to_json
 from projections.tables import admitted
 from projections.upsert import insert_rows
 
@@ -33,7 +33,7 @@ class AdmittedProjection:
                     "identity": f["identity"],
                     "event_type": f["event_type"],
                     "event_id": f["event_id"],
-                    "payload": to_json(f["payload"]),
+                    "payload": hashed_to_json(f["payload"], f["payload_hash"]),
                     "payload_hash": f["payload_hash"],
                     "state": "ADMITTED" if e.type == "EventAdmitted" else "UNKNOWN",
                     "bus_offset": f.get("offset") if e.type == "EventAdmitted" else None,

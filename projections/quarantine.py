@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table
 
-from projections.base import ProjectedEvent, to_json
+from projections.base import ProjectedEvent, hashed_to_json
 from projections.tables import quarantine
 from projections.upsert import upsert
 
@@ -45,7 +45,7 @@ class QuarantineProjection:
                     "event_type": f["event_type"],
                     "event_id": f["event_id"],
                     "original_hash": f["original_hash"],
-                    "received_payload": to_json(f["received_payload"]),
+                    "received_payload": hashed_to_json(f["received_payload"], f["received_hash"]),
                     "occurrences": 1,
                     "first_seen": e.recorded_at,
                     "last_seen": e.recorded_at,
