@@ -133,7 +133,11 @@ def test_maximum_size_batches_one_after_another_leave_the_peak_where_the_first_p
 ) -> None:
     """Each answered batch's memory is freed when it is answered (ADR 0034): it used to stay
     until a full collection (the scope held it in a cycle) or the next request (the writer
-    thread held the group), so 15 MiB batches one at a time raised the peak ~30 MiB each."""
+    thread held the group), so 15 MiB batches one at a time raised the peak ~30 MiB each.
+
+    Freed memory stays in glibc's per-thread arenas, so the peak drifts by up to part of a body
+    as later batches land in arenas that held none: 0-10 MiB measured, 15.03 once in CI. Two
+    bodies allow for that and are far below the 124-155 MiB of the cycle (ADR 0053)."""
     body = max_size_batch()
     with (
         running_server(migrated.database_url) as server,
@@ -154,7 +158,7 @@ def test_maximum_size_batches_one_after_another_leave_the_peak_where_the_first_p
         for i in range(2, 7):
             admit(i)
         peak = peak_rss_bytes(server.process.pid)
-    assert peak - after_two <= BODY_BYTES, f"the peak rose {(peak - after_two) / 2**20:.0f} MiB"
+    assert peak - after_two <= 2 * BODY_BYTES, f"the peak rose {(peak - after_two) / 2**20:.0f} MiB"
 
 
 # --- slow and idle clients ------------------------------------------------------------------
