@@ -31,7 +31,10 @@ What one run does (loopback only, every server and load generator is a subproces
   batch    --batch-size (500) new events per request, --batch-connections (4) connections:
            the ledger as a library (no HTTP, no read side, one caller) on the same events,
            on a database of its own, timed inside `Ledger.admit` only (making each batch's
-           items is not timed); trivial, ledger, trivial again; the library again;
+           items is not timed); trivial, ledger, trivial again; on PostgreSQL, the ledger
+           again while `ledger projections run` leads the read side, stopped (SIGSTOP) for
+           the phase as if it ran on another machine (for information: the HTTP path on
+           these cores with no read side); the library again;
   each ceiling (the trivial POST, the library) is the better of its two runs, so drift on a
   noisy machine favours no one;
   requests are spread over --windows (4) windows per phase. Every ledger (and hand-written)
@@ -78,6 +81,7 @@ from benchmarks.harness import Databases, Server, note, say
 from benchmarks.scaleout import (
     EventsPerCommit,
     EventsRowsRead,
+    follower_elsewhere,
     leads,
     ledger_servers,
     library_batches,
@@ -574,12 +578,12 @@ def fmt_ms(value: float) -> str:
 
 def print_table(phases: list[Phase]) -> None:
     say(
-        f"{'workload':<24} {'conns':>5} {'target':<22} {'req/s':>10} {'events/s':>10} "
+        f"{'workload':<24} {'conns':>5} {'target':<27} {'req/s':>10} {'events/s':>10} "
         f"{'p50 ms':>9} {'p99 ms':>9} {'requests':>9}"
     )
     for p in phases:
         say(
-            f"{p.workload:<24} {p.connections:>5} {p.target:<22} {p.rps:>10,.0f} "
+            f"{p.workload:<24} {p.connections:>5} {p.target:<27} {p.rps:>10,.0f} "
             f"{p.events_per_s:>10,.0f} {fmt_ms(p.result['p50_ms']):>9} "
             f"{fmt_ms(p.result['p99_ms']):>9} {p.result['requests']:>9,}"
         )
@@ -616,6 +620,7 @@ TARGET_HAND_WRITTEN = 1.5  # single events: ledger / hand-written service, req/s
 TARGET_P99_MS = 50.0  # single events: the ledger's p99, one server
 TARGET_SERVERS = 1.0  # single events: N servers on one database / one server, req/s
 TARGET_HTTP_LIBRARY = 0.7  # batches: over HTTP / the ledger as a library, events/s
+ELSEWHERE = "ledger, read side elsewhere"
 
 
 @dataclass
@@ -734,11 +739,34 @@ class Bench:
             out["ledger"] = self.phase(label, [ledger], [ledger], shape, "ledger")
             ceilings.append(self.phase(label, [self.trivial], [ledger], shape, "trivial", "2"))
             self.read_side = check_read_side(ledger, self.ledger_phases, args.windows)
-            wait_idle([*self.others, ledger])
-            libraries.append(self.library_phase(label, "2"))
+        if self.handwritten is not None:  # PostgreSQL: another process can lead the read side
+            out["elsewhere"] = self.elsewhere_phase(label, shape)
+        libraries.append(self.library_phase(label, "2"))
         out["ceilings"] = ceilings
         out["best"] = max(ceilings, key=lambda p: p.rps)
         return out, libraries
+
+    def elsewhere_phase(self, label: str, shape: tuple[str, int, int]) -> Phase:
+        """Batches over HTTP to one server while `ledger projections run` leads the read side,
+        stopped (SIGSTOP) for the phase as if it ran on another machine, then resumed and
+        checked like the others: what the HTTP path does on these cores with no read side."""
+        url = self.databases.url
+        with follower_elsewhere(url) as follower, ledger_servers(url, 1) as (ledger,):
+            if leads([ledger]) != "none of these":
+                raise RuntimeError(f"the server leads the read side:\n{ledger.tail()}")
+            wait_idle([*self.others, ledger, follower])
+            follower.pause()
+            try:
+                phase = self.phase(label, [ledger], [ledger], shape, ELSEWHERE)
+            finally:
+                follower.resume()
+            # Read-your-writes makes a server wait for a window the read side lacks: let the
+            # follower catch up first (the check's requests would time out behind it).
+            note(f"... the read side catching up: {wait_idle([follower]):.1f} s")
+            good, line = check_read_side(ledger, [phase], self.args.windows)
+        was_good, was = self.read_side
+        self.read_side = (was_good and good, f"{was}; {line.removeprefix('CHECK ')}")
+        return phase
 
     def library_phase(self, label: str, run_no: str) -> tuple[int, float]:
         """The ledger as a library on the batch workload's events, on a database of its own."""
@@ -844,7 +872,7 @@ class Bench:
             top = part["best"]
             best = Phase(labels[key], "trivial (best)", top.connections, top.batch, top.result)
             rows.append(best)
-            for name in ("ledger", "hand", "servers", "routed", "workers"):
+            for name in ("ledger", "hand", "servers", "routed", "workers", "elsewhere"):
                 if name in part:
                     p = part[name]
                     target = f"{p.target} {b}" if name == "ledger" else p.target
@@ -948,6 +976,17 @@ class Bench:
             f"{harness.target_note(http_library, TARGET_HTTP_LIBRARY)}",
             gap=" ",
         )
+        if "elsewhere" in batch:
+            far = batch["elsewhere"]
+            harness.say_ratio(
+                b,
+                f"batch-{args.batch_size} HTTP read side elsewhere/library events/s",
+                harness.ratio(far.events_per_s, library_rate),
+                f"(HTTP {far.events_per_s:,.0f} events/s; the read side led by `ledger "
+                "projections run`, stopped for the phase as if on another machine, then "
+                "caught up; for information: the HTTP path on these cores with no read side)",
+                gap=" ",
+            )
 
 
 def say_rows(backend: str, phase: Phase) -> None:

@@ -9,16 +9,26 @@
   counts them (`pg_stat_user_tables`: seq_tup_read + idx_tup_fetch), read once the server's
   statistics have been flushed (an idle backend flushes them within about 10 s);
 * `library_batches`: the ledger as a library (no HTTP, no read side), batches of the same
-  events as the HTTP batch workload, one caller, on a database of its own.
+  events as the HTTP batch workload, one caller, on a database of its own;
+* `follower_elsewhere(url)`: `ledger projections run` leading the read side from a process of
+  its own, as a deployment runs it on another machine; paused (SIGSTOP) while a phase runs, it
+  stands for that machine: the read side's work leaves these two cores until it is resumed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import signal
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Protocol
 
 import psycopg
 
@@ -27,13 +37,21 @@ from benchmarks.harness import Server, Void
 from ledger.admissions import AdmissionIn, PreparedOnUse
 from service.composition import build_ledger
 from service.settings import Settings
-from tests.support.server import SERVE
+from tests.support.cli import stop_process
+from tests.support.server import SERVE, server_env
 
 EVENTS_TABLE = "ledger_events"
 STATS_FLUSH_SECONDS = 11.0  # PostgreSQL: an idle backend flushes its statistics within 10 s
 STATS_TIMEOUT_SECONDS = 60.0
 WORKERS_START_SECONDS = 60.0
 ROLE = re.compile(r"ledger: process (\d+) (leads|serves)")
+FOLLOW = [sys.executable, "-m", "service.cli", "projections", "run"]
+FOLLOW_STOP_SECONDS = 30.0
+
+
+class Process(Protocol):
+    @property
+    def pid(self) -> int: ...
 
 
 # --- servers with workers ----------------------------------------------------------------------
@@ -101,7 +119,7 @@ def tree_cpu_seconds(pid: int) -> float | None:
     return total
 
 
-def wait_idle(servers: Sequence[Server], interval: float = 0.5, share: float = 0.05) -> float:
+def wait_idle(servers: Sequence[Process], interval: float = 0.5, share: float = 0.05) -> float:
     """Wait (bounded) until every server's process tree uses under `share` of a core."""
     began = time.monotonic()
     deadline = began + harness.QUIET_TIMEOUT_SECONDS
@@ -121,8 +139,58 @@ def wait_idle(servers: Sequence[Server], interval: float = 0.5, share: float = 0
     return time.monotonic() - began
 
 
-def _kids(server: Server) -> list[int]:
+def _kids(server: Process) -> list[int]:
     return _children().get(server.pid, [])
+
+
+# --- the read side led from elsewhere ----------------------------------------------------------
+
+
+@dataclass
+class ElsewhereFollower:
+    """`ledger projections run`, holding the leader lock: no server on the database follows."""
+
+    process: subprocess.Popen[bytes]
+    output: IO[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def said(self) -> str:
+        self.output.flush()
+        return Path(self.output.name).read_text(errors="replace")
+
+    def pause(self) -> None:
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
+
+@contextlib.contextmanager
+def follower_elsewhere(database_url: str) -> Iterator[ElsewhereFollower]:
+    """`ledger projections run` on the database, once it says it leads; stopped at the end."""
+    with tempfile.NamedTemporaryFile(prefix="ledger-follow-", suffix=".stderr") as output:
+        process = subprocess.Popen(
+            FOLLOW,
+            env=server_env(database_url),
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+        )
+        follower = ElsewhereFollower(process, output)
+        try:
+            deadline = time.monotonic() + WORKERS_START_SECONDS
+            while f"ledger: process {process.pid} leads" not in follower.said():
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"`ledger projections run` did not lead:\n{follower.said()}")
+                time.sleep(0.2)
+            yield follower
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                follower.resume()
+            stop_process(process, signal.SIGTERM, timeout=FOLLOW_STOP_SECONDS)
 
 
 # --- rows read from the events table -----------------------------------------------------------
